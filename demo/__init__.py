@@ -1,0 +1,1 @@
+"""The mantis demo (``make demo``)."""

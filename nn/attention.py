@@ -1,0 +1,61 @@
+"""FracTAL: the fractal Tanimoto attention layer (paper Section 5.1, eqs 11-13, Listing 2)."""
+from __future__ import annotations
+
+from mxnet.gluon import HybridBlock
+
+from .conv import Conv2DN
+from .norm import get_norm
+from .similarity import mean_fractal_tanimoto
+
+
+class FTAttention2D(HybridBlock):
+    """Joint channel and spatial fractal Tanimoto attention of a query on keys/values.
+
+    ``q, k, v = sigmoid(Conv2DN(.))`` of the three inputs, each a grouped 3x3 convolution with
+    ``nheads`` groups (multi-head attention, Listing 2). The channel similarity ``<FT>^d`` over the
+    spatial axes (eq. 11, one value per channel) and the spatial similarity over the channel axis
+    (eq. 12, one value per pixel) each weight the values, and the result is their average (eq. 13),
+    normalised::
+
+        A = Norm(0.5 * (<FT>_chan(q, k) * v + <FT>_spat(q, k) * v))
+
+    computed as ``Norm(0.5 * (<FT>_chan + <FT>_spat) * v)``: the same sum with one full-size product.
+    Called with one input it is self-attention (``q = k = v`` inputs).
+
+    Parameters
+    ----------
+    channels : int
+        Channels of queries, keys, values and output (the inputs must have ``channels`` too when
+        ``nheads > 1``, because of the grouped convolutions).
+    nheads : int
+        Number of heads (groups of the q/k/v convolutions).
+    ftdepth : int
+        Depth ``d`` of ``<FT>^d`` (paper: 5).
+    norm, norm_groups : str, int
+        Normalisation of the q/k/v convolutions and of the output.
+    """
+
+    def __init__(self, channels: int, nheads: int = 1, ftdepth: int = 5, kernel_size: int = 3,
+                 norm: str = "GroupNorm", norm_groups: int = 4, smooth: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if channels % nheads:
+            raise ValueError(f"FTAttention2D: channels ({channels}) must be divisible by nheads ({nheads})")
+        self.ftdepth = ftdepth
+        self.smooth = smooth
+        conv_args = dict(kernel_size=kernel_size, groups=nheads, norm=norm, norm_groups=norm_groups)
+        with self.name_scope():
+            self.query = Conv2DN(channels, **conv_args)
+            self.key = Conv2DN(channels, **conv_args)
+            self.value = Conv2DN(channels, **conv_args)
+            self.norm = get_norm(norm, channels, norm_groups)
+
+    def hybrid_forward(self, F, qin, kin=None, vin=None):
+        kin = qin if kin is None else kin
+        vin = kin if vin is None else vin
+        q = F.sigmoid(self.query(qin))
+        k = F.sigmoid(self.key(kin))
+        v = F.sigmoid(self.value(vin))
+        chan = mean_fractal_tanimoto(F, q, k, self.ftdepth, (2, 3), self.smooth)  # (B, C, 1, 1)
+        spat = mean_fractal_tanimoto(F, q, k, self.ftdepth, (1,), self.smooth)    # (B, 1, H, W)
+        weight = 0.5 * F.broadcast_add(chan, spat)
+        return self.norm(weight * v)

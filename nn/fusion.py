@@ -1,0 +1,67 @@
+"""Relative attention fusion of two feature maps (paper Section 5.2.2, eqs 15-17, Listing 3), and
+its plain alternative (concatenation + Conv2DN) that the paper says Fusion can replace."""
+from __future__ import annotations
+
+import mxnet as mx
+from mxnet.gluon import HybridBlock
+
+from .attention import FTAttention2D
+from .conv import Conv2DN
+from .ops import channel_concat
+
+
+class ConcatConv2DN(HybridBlock):
+    """``Conv2DN(concat([a, b]))``: the combination that CEECNetV1 uses and Fusion replaces in V2."""
+
+    def __init__(self, out_channels: int, kernel_size: int = 3, groups: int = 1, norm: str = "GroupNorm",
+                 norm_groups: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv = Conv2DN(out_channels, kernel_size=kernel_size, groups=groups, norm=norm,
+                                norm_groups=norm_groups)
+
+    def hybrid_forward(self, F, a, b):
+        return self.conv(channel_concat(F, a, b))
+
+
+class Fusion(HybridBlock):
+    """Relative attention fusion::
+
+        F1 = L1 * (1 + gamma1 * A(q=L1, k=L2, v=L2))     (eq. 15)
+        F2 = L2 * (1 + gamma2 * A(q=L2, k=L1, v=L1))     (eq. 16)
+        F  = Conv2DN(concat([F1, F2]))                   (eq. 17)
+
+    with ``A`` the FracTAL (:class:`FTAttention2D`) and ``gamma1, gamma2`` learned, initialised to 0
+    (so at initialisation Fusion is ``Conv2DN(concat([L1, L2]))``). The output convolution is 3x3
+    with ``groups`` groups as in Listing 3. No activation follows (eq. 17); callers add one.
+
+    Parameters
+    ----------
+    channels : int
+        Channels of each input (both inputs have the same shape).
+    out_channels : int
+        Channels of the output (default ``channels``).
+    nheads : int
+        Heads of the two attention layers.
+    groups : int
+        Groups of the fusing convolution (Listing 3 uses ``nheads``; default the same).
+    """
+
+    def __init__(self, channels: int, out_channels: int | None = None, nheads: int = 1,
+                 groups: int | None = None, ftdepth: int = 5, norm: str = "GroupNorm", norm_groups: int = 4,
+                 **kwargs):
+        super().__init__(**kwargs)
+        out_channels = channels if out_channels is None else out_channels
+        groups = nheads if groups is None else groups
+        att_args = dict(nheads=nheads, ftdepth=ftdepth, norm=norm, norm_groups=norm_groups)
+        with self.name_scope():
+            self.att12 = FTAttention2D(channels, **att_args)
+            self.att21 = FTAttention2D(channels, **att_args)
+            self.fuse = Conv2DN(out_channels, kernel_size=3, groups=groups, norm=norm, norm_groups=norm_groups)
+            self.gamma1 = self.params.get("gamma1", shape=(1,), init=mx.init.Zero())
+            self.gamma2 = self.params.get("gamma2", shape=(1,), init=mx.init.Zero())
+
+    def hybrid_forward(self, F, x1, x2, gamma1, gamma2):
+        out12 = x1 * F.broadcast_add(F.broadcast_mul(gamma1, self.att12(x1, x2, x2)), F.ones_like(gamma1))
+        out21 = x2 * F.broadcast_add(F.broadcast_mul(gamma2, self.att21(x2, x1, x1)), F.ones_like(gamma2))
+        return self.fuse(channel_concat(F, out12, out21))
