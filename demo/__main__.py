@@ -8,13 +8,13 @@ random dates, with the FT loss, printing shapes, value ranges and the loss.
 from __future__ import annotations
 
 import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
+from nn import MultitaskFTLoss
 
-import mxnet as mx  # noqa: E402
-from mxnet import autograd, nd  # noqa: E402
+import mxnet as mx
+from mxnet import autograd, nd
 
-from mantis import get_model  # noqa: E402
-from mantis.models import UNITS  # noqa: E402
-from nn import MultitaskFTLoss  # noqa: E402
+from mantis import get_model
+from mantis.models import UNITS
 
 
 def main() -> None:

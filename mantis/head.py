@@ -19,10 +19,10 @@ classes could not represent. (The authors' public code applies the segmentation 
 """
 from __future__ import annotations
 
-from mxnet.gluon import HybridBlock, nn
-
 from nn import Conv2DN, PSPPooling, SigmoidCrisp
 from nn.ops import channel_concat
+
+from mxnet.gluon import HybridBlock, nn
 
 
 class Logits(HybridBlock):

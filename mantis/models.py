@@ -21,10 +21,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable, Dict, Tuple
 
-from mxnet.gluon import HybridBlock, nn
-
 from nn import CEECUnit, Conv2DN, FTAttResUnit, Fusion, PSPPooling, make_combiner
 from nn.units import upsample2x
+
+from mxnet.gluon import HybridBlock, nn
 
 from .head import ConditionedHead
 from .registry import register_model

@@ -2,7 +2,7 @@
 conditioned head (segmentation, boundary and distance, averaged)."""
 from __future__ import annotations
 
-from mxnet.gluon.loss import Loss
+from mxnet.gluon.loss import Loss, _apply_weighting
 
 from .similarity import Axis, mean_fractal_tanimoto
 
@@ -24,6 +24,9 @@ class FTnmtLoss(Loss):
         authors' public code does.
     smooth : float
         Smoothing (see :mod:`nn.similarity`).
+    weight : float, optional
+        Global scale of the loss; ``sample_weight`` (broadcastable to ``(B, classes, 1, 1)``) may
+        be given at call time, as for Gluon's losses.
     """
 
     def __init__(self, depth: int = 0, axis: Axis = (2, 3), smooth: float = 1e-5, batch_axis: int = 0,
@@ -46,9 +49,10 @@ class FTnmtLoss(Loss):
             self._depth = int(value)
             self._clear_cached_op()
 
-    def hybrid_forward(self, F, pred, label):
+    def hybrid_forward(self, F, pred, label, sample_weight=None):
         sim = mean_fractal_tanimoto(F, pred, label, self._depth, self.axis, self.smooth)
-        return 1.0 - F.mean(sim, axis=self._batch_axis, exclude=True)
+        loss = _apply_weighting(F, 1.0 - sim, self._weight, sample_weight)
+        return F.mean(loss, axis=self._batch_axis, exclude=True)
 
 
 class MultitaskFTLoss(Loss):

@@ -24,9 +24,8 @@ class PSPPooling(HybridBlock):
     global max pooling), broadcast over its block and projected to ``channels`` by a 1x1 Conv2DN.
     The output has ``channels`` channels. Inputs need ``H`` and ``W`` divisible by ``2^(depth-1)``.
 
-    The input may be given in parts (``psp(a, b)`` pools ``concat([a, b])``); every part must have
-    ``channels`` channels (the concatenation avoids MXNet's MKLDNN Concat, see
-    :func:`nn.ops.channel_concat`).
+    The input may be given in parts: ``psp(a, b)`` pools ``concat([a, b])`` (the mantis middle pools
+    both dates' deepest features, the head the fused and decoded features).
     """
 
     def __init__(self, channels: int, depth: int = 4, norm: str = "GroupNorm", norm_groups: int = 4, **kwargs):

@@ -1,0 +1,123 @@
+"""CIFAR-10 classifiers of Table A.3 (paper Section 7.1) and the parameter counter."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon, nd
+
+from mantis import get_model, list_models
+from mantis.cifar import REGISTERED, CifarNet, DenseN
+from mantis.summary import count_parameters
+
+TINY = [f"{name}_tiny" for name in sorted(REGISTERED)]
+PAPER = ["cifar_resnet", "cifar_fractalresnet", "cifar_ceecnetv1", "cifar_ceecnetv2"]  # Fig. 8's ranking
+
+
+def _images(batch=4, seed=0, size=32):
+    return nd.array(np.random.RandomState(seed).uniform(size=(batch, 3, size, size)))
+
+
+def _build(name, **overrides):
+    net = get_model(name, **overrides)
+    net.initialize(mx.init.Xavier())
+    return net
+
+
+def test_registry_has_paper_and_tiny_variants():
+    names = list_models()
+    for name in PAPER:
+        assert name in names and f"{name}_tiny" in names
+    assert set(TINY) <= set(list_models(tiny=True))
+
+
+def test_unknown_block_and_mismatched_stages():
+    with pytest.raises(ValueError, match=r"unknown building block 'densenet'.*'ceecv1'"):
+        CifarNet(block="densenet")
+    with pytest.raises(ValueError, match="one entry per stage"):
+        CifarNet(block="fractal", widths=(8, 16), nheads=(2,))
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_forward_shape_and_finite(name):
+    out = _build(name)(_images())
+    assert out.shape == (4, 10)
+    assert np.isfinite(out.asnumpy()).all()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_parameter_gets_a_gradient(name, set_gammas, check_grads):
+    net = _build(name)
+    x = _images()
+    net(x)
+    set_gammas(net, 0.5)  # the attention scalings start at 0, which blocks the attention branches' gradients
+    check_grads(net, x)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_hybridized_matches_imperative(name, set_gammas, check_hybrid):
+    net = _build(name)
+    x = _images()
+    net(x)
+    assert (set_gammas(net, 0.5) == 0) == (name == "cifar_resnet_tiny")  # only ResNet blocks have no attention
+    check_hybrid(net, x)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_adam_steps_fit_a_fixed_batch(name):
+    net = _build(name)
+    net.hybridize()
+    x, y = _images(batch=8, seed=1, size=16), nd.array(np.arange(8) % 10)  # 16 x 16: faster, same layers
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-3})
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    losses = []
+    for _ in range(6):
+        with autograd.record():
+            loss = loss_fn(net(x), y)
+        loss.backward()
+        trainer.step(len(x))
+        losses.append(loss.mean().asscalar())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_norm_passes_through_to_every_layer():
+    net = _build("cifar_fractalresnet_tiny", norm="GroupNorm")
+    assert net(_images()).shape == (4, 10)
+    names = [p.name for p in net.collect_params().values()]
+    assert not any("batchnorm" in n for n in names)
+    assert any("groupnorm" in n for n in names)
+
+
+def test_count_parameters_of_known_layers():
+    assert count_parameters(gluon.nn.Dense(5), (2, 3)) == 3 * 5 + 5
+    dense_n = DenseN(4)  # no bias; BatchNorm gamma and beta counted, running statistics not
+    assert count_parameters(dense_n, (2, 6)) == 6 * 4 + 2 * 4
+    dense_n.initialize(force_reinit=True)  # already initialised parameters are kept
+    assert count_parameters(dense_n, (2, 6)) == 6 * 4 + 2 * 4
+
+
+def test_resnet_tiny_parameter_count_follows_table_a3_layout():
+    bn = 2  # BatchNorm gamma + beta per channel
+
+    def conv(c_in, c_out, bias=False):
+        return c_in * c_out * 9 + (c_out if bias else 0)
+
+    def unit(c):  # pre-activation residual unit: norm, conv (no bias), norm, conv (bias)
+        return bn * c + conv(c, c) + bn * c + conv(c, c, bias=True)
+
+    expected = conv(3, 8) + bn * 8                      # stem Conv2DN
+    expected += 2 * unit(8)                             # stage 1
+    expected += conv(8, 16) + bn * 16 + 2 * unit(16)    # strided Conv2DN, stage 2
+    expected += 16 * 16 * 16 * 32 + bn * 32             # DenseN(32) on the flattened 16 x 16 x 16 features
+    expected += 32 * 16 + bn * 16 + 16 * 10 + bn * 10   # DenseN(16), DenseN(10)
+    assert count_parameters(get_model("cifar_resnet_tiny"), (1, 3, 32, 32)) == expected
+
+
+def test_paper_size_parameter_counts():
+    counts = {name: count_parameters(get_model(name), (1, 3, 32, 32)) for name in PAPER}
+    for name, count in counts.items():
+        print(f"{name}: {count:,} parameters ({count / 1e6:.2f} M)")
+    # the head is the same in all four: DenseN 256*8*8 -> 4096 -> 512 -> 10
+    head = 256 * 64 * 4096 + 2 * 4096 + 4096 * 512 + 2 * 512 + 512 * 10 + 2 * 10
+    assert all(count > head for count in counts.values())
+    # each block has a different size (Section 7.1), growing in the order of Fig. 8's ranking
+    assert [counts[n] for n in PAPER] == sorted(counts.values())
+    assert len(set(counts.values())) == len(PAPER)

@@ -1,0 +1,32 @@
+"""Sharding for Horovod data parallelism (single process: the sampler's arithmetic for any world)."""
+import numpy as np
+
+from utilities.distributed import ShardSampler, World
+
+
+def _shards(length, size, pad, epoch=0):
+    out = []
+    for rank in range(size):
+        s = ShardSampler(length, World(rank, size, rank), shuffle=True, seed=3, pad=pad)
+        s.set_epoch(epoch)
+        out.append(list(s))
+    return out
+
+
+def test_padded_shards_have_equal_length_and_cover_everything():
+    shards = _shards(10, 3, pad=True)
+    assert [len(s) for s in shards] == [4, 4, 4]
+    assert set(np.concatenate(shards)) == set(range(10))
+
+
+def test_unpadded_shards_are_disjoint_and_complete():
+    shards = _shards(10, 3, pad=False)
+    flat = np.concatenate(shards)
+    assert sorted(flat) == list(range(10))
+
+
+def test_shuffle_changes_with_epoch_and_is_identical_across_ranks():
+    a = _shards(20, 2, pad=True, epoch=0)
+    b = _shards(20, 2, pad=True, epoch=1)
+    assert a != b
+    assert a == _shards(20, 2, pad=True, epoch=0)

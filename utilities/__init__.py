@@ -1,0 +1,1 @@
+"""Data sets, training-loop pieces, metrics and tools around the mantis models."""
