@@ -1,0 +1,197 @@
+"""train.py end to end, as users run it: one process, two Horovod ranks, kill and resume, bad input.
+
+Data: the project's own synthetic scenes written in the LEVIR-CD layout (utilities/synthetic.py),
+chipped at 32x32 so that a tiny model trains in seconds.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+import yaml
+
+from utilities.synthetic import write_levircd_layout
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+HOROVODRUN = Path(sys.executable).parent / "horovodrun"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("levir")
+    write_levircd_layout(root, n_per_split={"train": 2, "val": 1}, size=64, seed=0)
+    return root
+
+
+def write_config(folder: Path, data: dict, **sections) -> Path:
+    config = {
+        "data": {"kind": "levircd", "chip_size": 32, "stride": 32, **data},
+        "model": {"name": "fractalresnet_tiny"},
+        "train": {"batch_size": 2, "depths": [0, 1], "patience": 1, "max_epochs": 3, "max_steps_per_epoch": 2},
+        "output": {"run_dir": str(folder / "run")},
+    }
+    for name, values in sections.items():
+        config[name].update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(args, timeout=300, **kwargs):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def history(run_dir: Path) -> list:
+    return json.loads((run_dir / "history.json").read_text())
+
+
+def test_single_process_run(tmp_path, scenes):
+    cfg = write_config(tmp_path, {"root": str(scenes)})
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    rows = history(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"])
+        assert 0 <= r["val_ft"] <= 1 and r["rank_spread"] == 0
+        assert {"val_precision", "val_recall", "val_f1", "val_mcc", "val_iou"} <= set(r)
+    assert (run_dir / "history.csv").read_text().startswith("epoch,lr,depth,train_loss")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["batch_size"] == 2 and saved["train"]["lr"] == 1e-3  # resolved: defaults filled in
+    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    assert latest["epoch"] == 3 and latest["model"] == "fractalresnet_tiny"
+    for name in (latest["params"], latest["states"]):
+        assert (run_dir / "checkpoints" / name).exists()
+    # a second run into the same folder without --resume refuses instead of overwriting
+    again = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert again.returncode == 2 and "already holds checkpoints: use --resume" in again.stderr
+
+
+def test_evolving_loss_moves_through_the_stages_and_ends(tmp_path, scenes):
+    """With a learning rate too small to change the validation loss, every epoch after the first of
+    a stage is a plateau: patience 1 moves to depth 1 with lr / 10 after two epochs, then ends."""
+    cfg = write_config(tmp_path, {"root": str(scenes)}, train={"lr": 1e-12, "max_epochs": 10})
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = history(tmp_path / "run")
+    assert [r["depth"] for r in rows] == [0, 0, 1, 1]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-12, 1e-12, 1e-13, 1e-13])
+    assert "training finished: last stage ended" in result.stdout
+
+
+def test_two_horovod_ranks_stay_identical(tmp_path, scenes):
+    cfg = write_config(tmp_path, {"root": str(scenes)})
+    result = run([str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "train.py",
+                  "-c", str(cfg)])
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "2 rank(s)" in result.stdout
+    rows = history(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all(r["rank_spread"] == 0.0 for r in rows)  # parameter checksums all-gathered every epoch
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, scenes):
+    data = {"root": str(scenes), "stride": 16}
+    train = {"max_epochs": 4, "max_steps_per_epoch": 6}
+    reference = write_config(tmp_path / "reference", data, train=train, output={"run_dir": str(tmp_path / "ref")})
+    assert run([sys.executable, "train.py", "-c", str(reference)]).returncode == 0
+
+    cfg = write_config(tmp_path, data, train=train)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train.py", "-c", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoints" / "epoch_0001.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended or stalled before epoch 1"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    assert 1 <= killed_at["epoch"] < 4
+
+    result = run([sys.executable, "train.py", "-c", str(cfg), "--resume"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resumed from epoch {killed_at['epoch']}" in result.stdout
+    rows = history(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    ref_rows = history(tmp_path / "ref")
+    for mine, ref in zip(rows, ref_rows):  # same lr and depth at every epoch, same losses
+        assert (mine["lr"], mine["depth"]) == (ref["lr"], ref["depth"])
+        assert mine["val_loss"] == pytest.approx(ref["val_loss"], abs=1e-4)
+    # MXNet's CPU kernels are not bitwise deterministic (two uninterrupted runs differ by ~1e-5 here)
+    final = mx.nd.load(str(run_dir / "checkpoints" / "epoch_0004.params"))
+    expected = mx.nd.load(str(tmp_path / "ref" / "checkpoints" / "epoch_0004.params"))
+    assert max(float(np.abs(final[k].asnumpy() - expected[k].asnumpy()).max()) for k in final) < 1e-3
+
+
+def test_unknown_config_key_is_one_line(tmp_path, scenes):
+    cfg = write_config(tmp_path, {"root": str(scenes)}, train={"batchsize": 4})
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: config {cfg}: unknown key 'train.batchsize' (known: batch_size, depths, loss_axis, lr, lr_factor, "
+        "max_epochs, max_steps_per_epoch, max_val_steps, patience, seed)"]
+
+
+def test_mismatched_dates_stop_with_the_file_names(tmp_path):
+    """The real LEVIR-CD pair whose dates differ in size (../shared/data/bad_inputs)."""
+    bad = SHARED / "bad_inputs" / "mismatched_size"
+    if not bad.exists():
+        pytest.skip(f"real bad input not present at {bad}")
+    root = tmp_path / "levir"
+    for split in ("train", "val"):
+        for folder in ("A", "B", "label"):
+            (root / split / folder).mkdir(parents=True)
+        for folder in ("A", "B"):
+            (root / split / folder / "pair.png").write_bytes((bad / f"{folder}.png").read_bytes())
+        label = np.zeros((384, 768), np.uint8)
+        cv2.imwrite(str(root / split / "label" / "pair.png"), label)
+    cfg = write_config(tmp_path, {"root": str(root)})
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: date images differ in size:")
+    assert "A/pair.png is 384x768 (rows x cols)" in lines[0] and "B/pair.png is 383x768" in lines[0]
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = write_config(tmp_path, {"root": str(tmp_path / "empty")})
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "empty" in result.stderr
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_the_real_levir_samples(tmp_path):
+    """Eight real LEVIR-CD crops: a tiny CEECNetV1 learns them (training F1 well above the all-change
+    predictor's F1 = 2p / (1 + p), p the change fraction)."""
+    samples = SHARED / "levircd_samples"
+    if not samples.exists():
+        pytest.skip(f"real LEVIR-CD samples not present at {samples}")
+    cfg = write_config(tmp_path, {"root": str(samples), "train_split": None, "val_split": None, "chip_size": 64,
+                                  "stride": 64},
+                       model={"name": "ceecnetv1_tiny"}, augment={"enabled": False},
+                       train={"batch_size": 8, "depths": [0], "patience": 1000, "max_epochs": 60,
+                              "max_steps_per_epoch": None})
+    result = run([sys.executable, "train.py", "-c", str(cfg)], timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = history(tmp_path / "run")
+    last = rows[-1]
+    labels = sorted((samples / "label").glob("*.png"))
+    p = float(np.mean([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) > 0 for f in labels]))
+    trivial_f1 = 2 * p / (1 + p)
+    print(f"change fraction {p:.4f}, all-change F1 {trivial_f1:.4f}, final F1 {last['val_f1']:.4f} "
+          f"MCC {last['val_mcc']:.4f} IoU {last['val_iou']:.4f} after {len(rows)} epochs")
+    assert last["val_f1"] > trivial_f1 + 0.3

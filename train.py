@@ -1,0 +1,242 @@
+"""Train a mantis change-detection model with the paper's protocol (Section 8, Appendix D).
+
+    python train.py -c configs/levircd_ceecnetv1_d6nf32.yaml                 # one process
+    horovodrun -np 2 -H localhost:2 --gloo python train.py -c CONFIG         # two ranks, one machine
+    horovodrun -np 64 python train.py -c CONFIG                              # a cluster (hpc/levir.slurm)
+    python train.py -c CONFIG --resume                                       # continue a killed run
+
+Horovod data parallelism: parameters broadcast from rank 0, gradients averaged by
+``DistributedTrainer``, data sharded per rank, validation counts summed over ranks (float64).
+Adam (0.9, 0.999); the evolving loss: learning rate / 10 and FT depth 0 -> 10 -> 20 -> 30 whenever
+the validation loss has not improved for ``patience`` epochs; training ends after the last stage.
+Rank 0 logs, shows progress bars and writes, atomically, per epoch: a checkpoint (parameters,
+optimiser state, schedule), ``history.json`` / ``history.csv``; ``config.yaml`` (resolved) at start.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import nn  # first: sets MXNet's OpenMP threads per rank before MXNet loads
+from nn import MultitaskFTLoss, mean_fractal_tanimoto
+
+import horovod.mxnet as hvd
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon, nd
+from tqdm import tqdm
+
+from mantis import get_model
+from utilities.atomic import atomic_write_text
+from utilities.augment import ChangeAugmentation
+from utilities.checkpoint import Checkpoints
+from utilities.chips import ChipDataset
+from utilities.config import Config, config_to_dict, load_config, save_config
+from utilities.distributed import ShardSampler, World, allreduce_sum, barrier, init_world, shutdown
+from utilities.errors import InputError
+from utilities.metrics import change_metrics, confusion_counts
+from utilities.pipeline import chip_cache
+from utilities.schedule import EvolvingLossSchedule
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", required=True, help="YAML experiment config (see configs/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--run-dir", help="override output.run_dir")
+    return parser.parse_args(argv)
+
+
+def log(world: World, message: str) -> None:
+    if world.is_root:
+        tqdm.write(message)
+
+
+def make_loaders(cfg: Config, world: World, run_dir: Path):
+    """Chip caches (built by rank 0 while the others wait), datasets and per-rank loaders."""
+    if world.is_root:
+        train_dir = chip_cache(cfg.data, "train", run_dir / "chips")
+        val_dir = chip_cache(cfg.data, "val", run_dir / "chips")
+    barrier("chip_caches")
+    if not world.is_root:
+        train_dir = chip_cache(cfg.data, "train", run_dir / "chips", progress=False)  # reused, not rebuilt
+        val_dir = chip_cache(cfg.data, "val", run_dir / "chips", progress=False)
+    augment = ChangeAugmentation(**cfg.augment.args) if cfg.augment.enabled else None
+    train_set = ChipDataset(train_dir, transform=augment)
+    val_set = ChipDataset(val_dir)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise InputError(f"no training or validation chips in {train_dir.parent} (train {len(train_set)}, "
+                         f"val {len(val_set)})")
+    train_sampler = ShardSampler(len(train_set), world, shuffle=True, seed=cfg.train.seed, pad=True)
+    val_sampler = ShardSampler(len(val_set), world, shuffle=False, pad=False)
+    loader = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, last_batch="keep")
+    return (gluon.data.DataLoader(train_set, sampler=train_sampler, **loader), train_sampler, augment,
+            gluon.data.DataLoader(val_set, sampler=val_sampler, **loader))
+
+
+def limit(iterable, n):
+    """The first ``n`` items (all when ``n`` is None)."""
+    for i, item in enumerate(iterable):
+        if n is not None and i >= n:
+            return
+        yield item
+
+
+def to_ctx(batch, ctx):
+    # DataLoader batches may live on cpu_shared(0), which a hybridized net rejects
+    return [x.as_in_context(ctx) for x in batch]
+
+
+def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int) -> float:
+    steps = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
+    total, count = 0.0, 0
+    bar = tqdm(total=steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False, file=sys.stdout)
+    for batch in limit(loader, steps):
+        date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
+        with autograd.record():
+            segm, bound, dist = net(date1, date2)
+            loss = loss_fn(segm, bound, dist, segm_t, bound_t, dist_t)
+        loss.backward()
+        trainer.step(date1.shape[0])
+        total += float(loss.sum().asscalar())
+        count += date1.shape[0]
+        bar.set_postfix(loss=f"{total / count:.4f}")
+        bar.update()
+    bar.close()
+    summed = allreduce_sum([total, count], "train_loss")
+    return summed[0] / max(summed[1], 1)
+
+
+def validate(net, loss_fn, loader, cfg: Config, world: World, ctx) -> dict:
+    """Validation loss, <FT>^d of the change mask at the current depth, and pycm metrics."""
+    loss_sum, ft_sum, n = 0.0, 0.0, 0
+    counts = np.zeros(4, dtype=np.int64)
+    steps = len(loader) if cfg.train.max_val_steps is None else min(len(loader), cfg.train.max_val_steps)
+    for batch in tqdm(limit(loader, steps), total=steps, desc="validation", disable=not world.is_root,
+                      leave=False, file=sys.stdout):
+        date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
+        segm, bound, dist = net(date1, date2)
+        loss_sum += float(loss_fn(segm, bound, dist, segm_t, bound_t, dist_t).sum().asscalar())
+        ft = mean_fractal_tanimoto(nd, segm, segm_t, loss_fn.depth, tuple(cfg.train.loss_axis))
+        ft_sum += float(ft.mean(axis=0, exclude=True).sum().asscalar())
+        n += date1.shape[0]
+        pred = segm.asnumpy().argmax(axis=1) == 1
+        counts += confusion_counts(pred, segm_t.asnumpy()[:, 1] > 0.5)
+    summed = allreduce_sum([loss_sum, ft_sum, n, *counts], "validation")
+    metrics = change_metrics(summed[3:])
+    metrics.update(loss=summed[0] / max(summed[2], 1), ft=summed[1] / max(summed[2], 1))
+    return metrics
+
+
+def parameter_spread(net) -> float:
+    """Largest difference between the ranks' parameter checksums: 0 while the ranks agree."""
+    checksum = sum(float(p.data().astype("float64").sum().asscalar()) for p in net.collect_params().values())
+    sums = hvd.allgather(nd.array([checksum], dtype="float64"), name="param_checksum").asnumpy()
+    return float(sums.max() - sums.min())
+
+
+def write_history(run_dir: Path, history: list) -> None:
+    atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(run_dir / "history.csv", out.getvalue())
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config)
+    if args.run_dir:
+        cfg.output.run_dir = args.run_dir
+    world = init_world()
+    run_dir = Path(cfg.output.run_dir)
+    ctx = mx.cpu() if mx.context.num_gpus() == 0 else mx.gpu(world.local_rank)
+    mx.random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    checkpoints = Checkpoints(run_dir)
+    latest = checkpoints.latest() if args.resume else None
+    if not args.resume and checkpoints.latest() is not None:
+        raise InputError(f"{run_dir} already holds checkpoints: use --resume to continue it or another run_dir")
+    if world.is_root:
+        save_config(cfg, run_dir / "config.yaml")
+        log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.configure_threads()} "
+                   f"thread(s) each, run dir {run_dir}")
+
+    train_loader, train_sampler, augment, val_loader = make_loaders(cfg, world, run_dir)
+    net = get_model(cfg.model.name, **cfg.model.args)
+    net.initialize(mx.init.Xavier(), ctx=ctx)
+    if cfg.model.hybridize:
+        # not static_alloc: with it MXNet 1.9.1 intermittently returns NaN gradients for the first
+        # layer (6 of 15 identical tiny runs here; 0 of 15 without it)
+        net.hybridize()
+    schedule = EvolvingLossSchedule.from_depths(cfg.train.lr, cfg.train.depths, factor=cfg.train.lr_factor,
+                                                patience=cfg.train.patience)
+    loss_fn = MultitaskFTLoss(depth=schedule.depth, axis=tuple(cfg.train.loss_axis))
+
+    # shapes first (inside autograd.record: a broadcast after an inference-mode forward fails on
+    # MKLDNN arrays), then the same starting parameters on every rank
+    date1, date2 = to_ctx(next(iter(train_loader))[:2], ctx)
+    with autograd.record():
+        net(date1, date2)
+    hvd.broadcast_parameters(net.collect_params(), root_rank=0)
+    trainer = hvd.DistributedTrainer(net.collect_params(), "adam",
+                                     {"learning_rate": schedule.lr, "beta1": 0.9, "beta2": 0.999})
+    history, start = [], 1
+    if latest is not None:
+        checkpoints.load(latest, net, trainer)  # on every rank: parameters and Adam state
+        schedule.load_state_dict(latest["schedule"])
+        trainer.set_learning_rate(schedule.lr)
+        loss_fn.depth = schedule.depth
+        history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else []
+        history = [h for h in history if h["epoch"] <= latest["epoch"]]
+        start = latest["epoch"] + 1
+        log(world, f"resumed from epoch {latest['epoch']}: lr {schedule.lr:g}, FT depth {schedule.depth}")
+
+    for epoch in range(start, cfg.train.max_epochs + 1):
+        if schedule.finished:
+            break
+        tic = time.time()
+        # data order and augmentation are functions of (seed, rank, epoch): a resumed run repeats them
+        train_sampler.set_epoch(epoch)
+        if augment is not None:
+            augment.rng = np.random.default_rng((cfg.train.seed, world.rank, epoch))
+        train_loss = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch)
+        val = validate(net, loss_fn, val_loader, cfg, world, ctx)
+        lr, depth = schedule.lr, schedule.depth
+        advanced = schedule.step(val["loss"])  # identical on every rank: val["loss"] is all-reduced
+        if advanced:
+            trainer.set_learning_rate(schedule.lr)  # on every rank, or the ranks drift apart
+            loss_fn.depth = schedule.depth
+        row = dict(epoch=epoch, lr=lr, depth=depth, train_loss=train_loss, **{f"val_{k}": v for k, v in val.items()},
+                   rank_spread=parameter_spread(net), seconds=round(time.time() - tic, 2))
+        history.append(row)
+        if world.is_root:
+            checkpoints.save(epoch, net, trainer, dict(metrics=row, schedule=schedule.state_dict(),
+                                                       model=cfg.model.name, model_args=cfg.model.args,
+                                                       config=config_to_dict(cfg)))
+            if cfg.output.keep_checkpoints:
+                checkpoints.prune(cfg.output.keep_checkpoints)
+            write_history(run_dir, history)
+            log(world, f"epoch {epoch}: lr {lr:g} depth {depth} train loss {train_loss:.4f} val loss "
+                       f"{val['loss']:.4f} <FT> {val['ft']:.4f} F1 {val['f1']:.4f} MCC {val['mcc']:.4f} "
+                       f"IoU {val['iou']:.4f} ({row['seconds']:.0f} s)"
+                       + (f" -> lr {schedule.lr:g}, FT depth {schedule.depth}" if advanced else ""))
+    log(world, "training finished: last stage ended" if schedule.finished else "training stopped at max_epochs")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    finally:
+        shutdown()
+    sys.exit(code)

@@ -1,0 +1,389 @@
+"""Reading and validating the rasters of a change-detection sample (paper Sections 8.1-8.3).
+
+Two readers, chosen by the file suffix:
+
+- GeoTIFF (``.tif``, ``.tiff``) through rasterio (GDAL): keeps the georeferencing (CRS, geotransform,
+  nodata) and reads windows of large rasters (the WHU pair, Section 8.2) without loading them whole;
+- PNG and JPEG (``.png``, ``.jpg``, ``.jpeg``, e.g. LEVIR-CD, Section 8.1) through OpenCV, all bands
+  kept (RGBA has 4) and converted from OpenCV's BGR(A) order to RGB(A). These formats carry no
+  georeferencing here.
+
+Images are returned band-first, ``(C, H, W)``, in the file's data type. Windows are
+``(row, col, height, width)`` in pixels; band indices are 1-based (the rasterio convention).
+Every problem with an input raises :class:`~utilities.errors.InputError` with a one-line message
+naming the file(s); nothing is ever cropped or padded to make inputs fit.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from utilities.errors import InputError
+
+PathLike = Union[str, os.PathLike]
+#: ``(row, col, height, width)`` of a rectangle of pixels.
+PixelWindow = Tuple[int, int, int, int]
+
+#: two geotransforms are the same grid when they map the raster's corners to points closer than
+#: this fraction of a pixel.
+TRANSFORM_TOLERANCE = 0.01
+#: colour interpretations (as GDAL reports them) for which OpenCV's ``IMREAD_UNCHANGED`` returns
+#: the same number of bands as GDAL: the header is then enough for :func:`raster_info`. Others
+#: (palette, grey + alpha) are expanded by OpenCV and are decoded once to count their bands.
+_PLAIN_COLOURS = {
+    (ColorInterp.gray,),
+    (ColorInterp.red, ColorInterp.green, ColorInterp.blue),
+    (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha),
+}
+_MAX_LISTED_VALUES = 10
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a raster is, read from its header.
+
+    Attributes
+    ----------
+    height, width : int
+        Rows and columns.
+    count : int
+        Number of bands, as :func:`read_image` returns them (RGBA PNG: 4).
+    dtype : str
+        NumPy name of the pixel type, e.g. ``"uint8"``.
+    crs : rasterio.crs.CRS or None
+        Coordinate reference system; None for PNG/JPEG and non-georeferenced TIFFs.
+    transform : affine.Affine or None
+        Pixel-to-map geotransform; None when the raster is not georeferenced.
+    nodata : float or None
+        The nodata value declared in the file, if any.
+    """
+
+    height: int
+    width: int
+    count: int
+    dtype: str
+    crs: Optional[CRS] = None
+    transform: Optional[Affine] = None
+    nodata: Optional[float] = None
+
+
+def _one_line(error: Exception) -> str:
+    """A library's error message as one line without a trailing full stop."""
+    return " ".join(str(error).split()).rstrip(".")
+
+
+def _existing_file(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file not found: {path}.")
+    if not path.is_file():
+        raise InputError(f"not a file: {path}.")
+    return path
+
+
+def _check_bands(path: Path, bands: Optional[Sequence[int]], count: int) -> Optional[list]:
+    if bands is None:
+        return None
+    bands = list(bands)
+    if not bands:
+        raise InputError(f"no bands selected from {path}: give at least one 1-based band index.")
+    for band in bands:
+        if isinstance(band, bool) or not isinstance(band, (int, np.integer)) or not 1 <= band <= count:
+            raise InputError(f"cannot select band {band!r} of {path}: it has {count} band(s) "
+                             f"and band indices are 1-based.")
+    return [int(b) for b in bands]
+
+
+def _check_window(path: Path, window: Optional[PixelWindow], height: int, width: int) -> Optional[PixelWindow]:
+    if window is None:
+        return None
+    row, col, rows, cols = (int(v) for v in window)
+    if rows < 1 or cols < 1 or row < 0 or col < 0 or row + rows > height or col + cols > width:
+        raise InputError(f"window (row, col, height, width) = {(row, col, rows, cols)} does not lie inside "
+                         f"{path}, which is {height}x{width} (rows x cols).")
+    return row, col, rows, cols
+
+
+@contextmanager
+def _open_raster(path: Path) -> Iterator[rasterio.DatasetReader]:
+    """Open with rasterio, turning its errors into :class:`InputError` naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                yield src
+    except (RasterioError, OSError) as error:  # RasterioIOError is an OSError, not a RasterioError
+        raise InputError(f"cannot read raster {path}: {_one_line(error)}.") from None
+
+
+class _GeoTIFF:
+    """GeoTIFF through rasterio: windowed reads, georeferencing kept."""
+
+    @staticmethod
+    def info(path: Path) -> RasterInfo:
+        with _open_raster(path) as src:
+            georeferenced = src.crs is not None or not src.transform.is_identity
+            return RasterInfo(height=src.height, width=src.width, count=src.count, dtype=src.dtypes[0],
+                              crs=src.crs, transform=src.transform if georeferenced else None, nodata=src.nodata)
+
+    @staticmethod
+    def read(path: Path, bands: Optional[Sequence[int]], window: Optional[PixelWindow]) -> np.ndarray:
+        with _open_raster(path) as src:
+            bands = _check_bands(path, bands, src.count)
+            window = _check_window(path, window, src.height, src.width)
+            rio_window = None if window is None else Window(window[1], window[0], window[3], window[2])
+            return src.read(indexes=bands, window=rio_window)
+
+
+class _OpenCVImage:
+    """PNG / JPEG through OpenCV, BGR(A) converted to RGB(A); no georeferencing."""
+
+    @staticmethod
+    def decode(path: Path) -> np.ndarray:
+        # imdecode(fromfile) rather than imread: works for any path encoding.
+        try:
+            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        if image is None:
+            raise InputError(f"cannot read image {path}: the file is empty, corrupt or not a "
+                             f"{path.suffix.lstrip('.').upper()} image.")
+        if image.ndim == 2:
+            return image[None]
+        image = image.transpose(2, 0, 1)
+        if image.shape[0] >= 3:
+            image = image[[2, 1, 0, *range(3, image.shape[0])]]
+        return np.ascontiguousarray(image)
+
+    @classmethod
+    def info(cls, path: Path) -> RasterInfo:
+        # GDAL reads the header only (ms instead of tens of ms for decoding a 1024x1024 PNG).
+        try:
+            with _open_raster(path) as src:
+                if tuple(src.colorinterp) in _PLAIN_COLOURS:
+                    return RasterInfo(height=src.height, width=src.width, count=src.count, dtype=src.dtypes[0])
+        except InputError:
+            pass  # decoding below says what is wrong with the image
+        image = cls.decode(path)
+        return RasterInfo(height=image.shape[1], width=image.shape[2], count=image.shape[0], dtype=image.dtype.name)
+
+    @classmethod
+    def read(cls, path: Path, bands: Optional[Sequence[int]], window: Optional[PixelWindow]) -> np.ndarray:
+        image = cls.decode(path)
+        bands = _check_bands(path, bands, image.shape[0])
+        window = _check_window(path, window, image.shape[1], image.shape[2])
+        if bands is not None:
+            image = image[[b - 1 for b in bands]]
+        if window is not None:
+            row, col, rows, cols = window
+            image = np.ascontiguousarray(image[:, row:row + rows, col:col + cols])
+        return image
+
+
+#: file suffix -> reader
+_READERS = {".tif": _GeoTIFF, ".tiff": _GeoTIFF, ".png": _OpenCVImage, ".jpg": _OpenCVImage, ".jpeg": _OpenCVImage}
+
+
+def _reader(path: PathLike) -> Tuple[Path, type]:
+    path = _existing_file(path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise InputError(f"unsupported image format of {path}: expected one of {', '.join(_READERS)}.")
+    return path, reader
+
+
+def read_image(path: PathLike, bands: Optional[Sequence[int]] = None,
+               window: Optional[PixelWindow] = None) -> np.ndarray:
+    """Read an image as ``(C, H, W)`` in the file's data type.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A GeoTIFF (read with rasterio) or a PNG / JPEG (read with OpenCV, RGB(A) band order).
+    bands : sequence of int, optional
+        1-based indices of the bands to return, in that order (default: all bands).
+    window : (row, col, height, width), optional
+        Read only this rectangle (GeoTIFFs read it from disk without loading the rest).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, H, W)``. NaN values of float rasters are kept (see :func:`nodata_mask`).
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or corrupt file; unsupported suffix; band index out of range (the message
+        gives the file's band count); window not inside the raster.
+    """
+    path, reader = _reader(path)
+    return reader.read(path, bands, window)
+
+
+def _format_values(values: np.ndarray) -> str:
+    listed = [v.item() for v in values[:_MAX_LISTED_VALUES]]
+    if len(values) <= _MAX_LISTED_VALUES:
+        return str(listed)
+    return f"{str(listed)[:-1]}, ...] ({len(values)} distinct values)"
+
+
+def read_label(path: PathLike, window: Optional[PixelWindow] = None) -> np.ndarray:
+    """Read a binary change label as ``(H, W)`` uint8 in {0, 1} (1 = change).
+
+    Accepted: one band with values in {0, 1} or in {0, 255} (LEVIR-CD and WHU store 0/255), or three
+    identical bands (a grey label saved as RGB).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Label raster (PNG or GeoTIFF).
+    window : (row, col, height, width), optional
+        Read only this rectangle.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, has several different bands, or is not binary (the message lists
+        the values found).
+    """
+    image = read_image(path, window=window)
+    band = image[0]
+    if image.shape[0] != 1 and not (image.shape[0] == 3 and np.array_equal(band, image[1])
+                                    and np.array_equal(band, image[2])):
+        raise InputError(f"label {path} has {image.shape[0]} bands that differ: a label needs one band "
+                         f"(or three identical ones).")
+    values = np.unique(band)
+    for background, change in ((0, 1), (0, 255)):
+        if np.isin(values, (background, change)).all():
+            return (band == change).astype(np.uint8)
+    raise InputError(f"label {path} is not binary: values {_format_values(values)}; expected 0/1 or 0/255.")
+
+
+def raster_info(path: PathLike) -> RasterInfo:
+    """Size, band count, data type and georeferencing of a raster, from its header.
+
+    GeoTIFF headers are read with rasterio; PNG/JPEG headers with GDAL's drivers when OpenCV would
+    return the same bands (grey, RGB, RGBA), otherwise the image is decoded once with OpenCV.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable or unsupported file.
+    """
+    path, reader = _reader(path)
+    return reader.info(path)
+
+
+def _describe_crs(crs: Optional[CRS]) -> str:
+    return "no CRS" if crs is None else crs.to_string()
+
+
+def _describe_transform(transform: Optional[Affine]) -> str:
+    if transform is None:
+        return "no geotransform"
+    coefficients = ", ".join(f"{v:.10g}" for v in transform[:6])
+    return f"geotransform ({coefficients})"
+
+
+def _same_transform(first: Affine, second: Affine, height: int, width: int) -> bool:
+    """Both geotransforms put the raster's four corners within ``TRANSFORM_TOLERANCE`` pixel."""
+    def to_map(t: Affine, col: int, row: int) -> Tuple[float, float]:
+        return t.a * col + t.b * row + t.c, t.d * col + t.e * row + t.f
+
+    tolerance = TRANSFORM_TOLERANCE * math.sqrt(abs(first.determinant))
+    corners = ((0, 0), (width, 0), (0, height), (width, height))
+    return all(math.dist(to_map(first, *corner), to_map(second, *corner)) <= tolerance for corner in corners)
+
+
+def _check_same_grid(what: str, path1: PathLike, first: RasterInfo, path2: PathLike, second: RasterInfo) -> None:
+    if (first.height, first.width) != (second.height, second.width):
+        raise InputError(f"{what} differ in size: {path1} is {first.height}x{first.width} (rows x cols) "
+                         f"but {path2} is {second.height}x{second.width}.")
+    same_crs = first.crs == second.crs if first.crs is not None and second.crs is not None else first.crs is second.crs
+    if not same_crs:
+        raise InputError(f"{what} differ in CRS: {path1} has {_describe_crs(first.crs)} "
+                         f"but {path2} has {_describe_crs(second.crs)}.")
+    if first.transform is None and second.transform is None:
+        return
+    if (first.transform is None or second.transform is None
+            or not _same_transform(first.transform, second.transform, first.height, first.width)):
+        raise InputError(f"{what} are not on the same pixel grid: {path1} has {_describe_transform(first.transform)} "
+                         f"but {path2} has {_describe_transform(second.transform)}.")
+
+
+def check_pair(path1: PathLike, path2: PathLike, label_path: Optional[PathLike] = None) -> RasterInfo:
+    """Check that two dates (and their label) are co-registered rasters of the same grid.
+
+    Required: the same height and width for all files; the same band count and data type for the two
+    dates; for georeferenced inputs the same CRS and geotransform (corners within
+    ``TRANSFORM_TOLERANCE`` of a pixel). Nothing is cropped or padded.
+
+    Parameters
+    ----------
+    path1, path2 : str or PathLike
+        Date 1 and date 2 images.
+    label_path : str or PathLike, optional
+        The change label.
+
+    Returns
+    -------
+    RasterInfo
+        The header of date 1 (which all files share).
+
+    Raises
+    ------
+    InputError
+        Naming both files and the two differing values.
+    """
+    first, second = raster_info(path1), raster_info(path2)
+    _check_same_grid("date images", path1, first, path2, second)
+    if first.count != second.count:
+        raise InputError(f"date images differ in band count: {path1} has {first.count} bands "
+                         f"but {path2} has {second.count}.")
+    if first.dtype != second.dtype:
+        raise InputError(f"date images differ in data type: {path1} is {first.dtype} but {path2} is {second.dtype}.")
+    if label_path is not None:
+        _check_same_grid("date image and label", path1, first, label_path, raster_info(label_path))
+    return first
+
+
+def nodata_mask(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray:
+    """Pixels without data: True where any band is NaN or equals ``nodata``.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(C, H, W)`` (or ``(H, W)``, one band).
+    nodata : float, optional
+        The raster's nodata value (:attr:`RasterInfo.nodata`); NaN values are always masked.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(H, W)``.
+    """
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3:
+        raise ValueError(f"nodata_mask: expected a (C, H, W) image, got shape {image.shape}")
+    mask = np.zeros(image.shape[1:], dtype=bool)
+    if image.dtype.kind == "f":
+        mask |= np.isnan(image).any(axis=0)
+    if nodata is not None and not math.isnan(nodata):
+        mask |= (image == nodata).any(axis=0)
+    return mask

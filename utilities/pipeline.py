@@ -1,0 +1,57 @@
+"""From a data config to training and validation chip caches (paper Section 8.3: 256x256 chips,
+stride 128), one source kind per entry of :data:`SOURCES`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, List
+
+from .chips import build_chip_cache
+from .config import DataConfig
+from .datasets import Sample, levircd_samples, pair_samples, whu_samples
+from .errors import InputError
+
+
+def _require(cfg: DataConfig, *names: str) -> None:
+    missing = [n for n in names if getattr(cfg, n) in (None, "")]
+    if missing:
+        raise InputError(f"config: data.kind '{cfg.kind}' needs data.{missing[0]}")
+
+
+def _levircd(cfg: DataConfig, split: str) -> List[Sample]:
+    _require(cfg, "root")
+    return levircd_samples(cfg.root, cfg.train_split if split == "train" else cfg.val_split)
+
+
+def _whu(cfg: DataConfig, split: str) -> List[Sample]:
+    _require(cfg, "date1", "date2", "label")
+    return whu_samples(cfg.date1, cfg.date2, cfg.label, split, cfg.regions)
+
+
+def _pair(cfg: DataConfig, split: str) -> List[Sample]:
+    if split == "train":
+        _require(cfg, "date1", "date2", "label")
+        return pair_samples(cfg.date1, cfg.date2, cfg.label)
+    _require(cfg, "val_date1", "val_date2", "val_label")
+    return pair_samples(cfg.val_date1, cfg.val_date2, cfg.val_label)
+
+
+#: data.kind -> samples of a split ("train" or "val")
+SOURCES: Dict[str, Callable[[DataConfig, str], List[Sample]]] = {"levircd": _levircd, "whu": _whu, "pair": _pair}
+
+
+def split_samples(cfg: DataConfig, split: str) -> List[Sample]:
+    """The samples of ``split`` ("train" or "val") for ``cfg.kind``."""
+    try:
+        source = SOURCES[cfg.kind]
+    except KeyError:
+        raise InputError(f"config: unknown data.kind '{cfg.kind}' (choose one of {', '.join(sorted(SOURCES))})")
+    return source(cfg, split)
+
+
+def chip_cache(cfg: DataConfig, split: str, default_dir: Path, progress: bool = True) -> Path:
+    """Build (or reuse) the chip cache of ``split``; return its folder."""
+    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_dir
+    folder = cache_root / split
+    build_chip_cache(split_samples(cfg, split), folder, size=cfg.chip_size, stride=cfg.stride, bands=cfg.bands,
+                     progress=progress)
+    return folder
