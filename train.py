@@ -58,7 +58,8 @@ def log(world: World, message: str) -> None:
 
 
 def make_loaders(cfg: Config, world: World, run_dir: Path):
-    """Chip caches (built by rank 0 while the others wait), datasets and per-rank loaders."""
+    """Chip caches (built by rank 0 while the others wait), datasets, per-rank loaders and the input
+    standardisation."""
     if world.is_root:
         train_dir = chip_cache(cfg.data, "train", run_dir / "chips")
         val_dir = chip_cache(cfg.data, "val", run_dir / "chips")
@@ -75,8 +76,9 @@ def make_loaders(cfg: Config, world: World, run_dir: Path):
     train_sampler = ShardSampler(len(train_set), world, shuffle=True, seed=cfg.train.seed, pad=True)
     val_sampler = ShardSampler(len(val_set), world, shuffle=False, pad=False)
     loader = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, last_batch="keep")
+    normalization = {"mean": train_set.manifest["mean"], "std": train_set.manifest["std"]}
     return (gluon.data.DataLoader(train_set, sampler=train_sampler, **loader), train_sampler, augment,
-            gluon.data.DataLoader(val_set, sampler=val_sampler, **loader))
+            gluon.data.DataLoader(val_set, sampler=val_sampler, **loader), normalization)
 
 
 def limit(iterable, n):
@@ -168,7 +170,8 @@ def main(argv=None) -> int:
         log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.configure_threads()} "
                    f"thread(s) each, run dir {run_dir}")
 
-    train_loader, train_sampler, augment, val_loader = make_loaders(cfg, world, run_dir)
+    # normalization: the training chips' per-band mean/std, saved with every checkpoint for inference
+    train_loader, train_sampler, augment, val_loader, normalization = make_loaders(cfg, world, run_dir)
     net = get_model(cfg.model.name, **cfg.model.args)
     net.initialize(mx.init.Xavier(), ctx=ctx)
     if cfg.model.hybridize:
@@ -219,6 +222,7 @@ def main(argv=None) -> int:
         if world.is_root:
             checkpoints.save(epoch, net, trainer, dict(metrics=row, schedule=schedule.state_dict(),
                                                        model=cfg.model.name, model_args=cfg.model.args,
+                                                       normalization=normalization, bands=cfg.data.bands,
                                                        config=config_to_dict(cfg)))
             if cfg.output.keep_checkpoints:
                 checkpoints.prune(cfg.output.keep_checkpoints)
