@@ -1,5 +1,5 @@
 """The mantis macro-topology for change detection (paper Section 6.2, Fig. 6) and its registry
-entries (D6nf32 of Section 8, tiny test variants).
+entries (``<unit>_d6nf32`` of Section 8, ``<unit>_small`` for CPU demos, ``<unit>_tiny`` for tests).
 
 Siamese encoder: both dates pass through the *same* blocks (one set of parameters). At every depth
 the two dates' features are combined by relative attention :class:`nn.Fusion` (eqs 15-17) and kept
@@ -148,11 +148,14 @@ class MantisCD(HybridBlock):
 
 
 def _register() -> None:
-    paper = dict(nfilters=32, depth=6, nheads_start=4)
-    tiny = dict(nfilters=8, depth=3, nheads_start=1, psp_depth=2)
+    sizes = {
+        "d6nf32": dict(nfilters=32, depth=6, nheads_start=4),                # the paper's (Section 8)
+        "small": dict(nfilters=16, depth=4, nheads_start=1, psp_depth=3),    # CPU demos
+        "tiny": dict(nfilters=8, depth=3, nheads_start=1, psp_depth=2),      # tests
+    }
     for unit in UNITS:
-        register_model(f"{unit}_d6nf32", MantisCD, unit=unit, **paper)
-        register_model(f"{unit}_tiny", MantisCD, unit=unit, **tiny)
+        for size, args in sizes.items():
+            register_model(f"{unit}_{size}", MantisCD, unit=unit, **args)
 
 
 _register()

@@ -39,7 +39,7 @@ def write_config(folder: Path, data: dict, **sections) -> Path:
         "output": {"run_dir": str(folder / "run")},
     }
     for name, values in sections.items():
-        config[name].update(values)
+        config[name] = {**config.get(name, {}), **values}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
