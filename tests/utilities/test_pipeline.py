@@ -30,7 +30,8 @@ def test_chip_cache_folder_per_split(tmp_path):
 
 
 def test_unknown_kind_names_the_choices():
-    with pytest.raises(InputError, match=rf"unknown data.kind 'sentinel' \(choose one of {', '.join(sorted(SOURCES))}\)"):
+    choices = ", ".join(sorted(SOURCES))
+    with pytest.raises(InputError, match=rf"unknown data.kind 'sentinel' \(choose one of {choices}\)"):
         split_samples(DataConfig(kind="sentinel"), "train")
 
 

@@ -1,0 +1,304 @@
+"""hpc/*.slurm as users run them, on a real single-node SLURM 22.05 cluster started by the tests.
+
+The cluster comes from ``../shared/tools/local_slurm.sh`` (it installs Debian's slurmctld, slurmd and
+munge when they are missing, then starts the daemons; ``local_slurm.sh stop`` stops them). The jobs
+are the project's own ``hpc/levir.slurm``, submitted with sbatch from the repository root; only the
+resources are overridden on the command line (one node, two CPU tasks, no GPU, the ``debug``
+partition) and the config, data and log folder point into the test's temporary folder. Data: the
+project's synthetic scenes in the LEVIR-CD layout, chipped at 32x32, and a tiny model.
+
+Skipped, with the reason, when the cluster cannot be started here: not root, no
+``../shared/tools/local_slurm.sh``, or SLURM missing and no apt-get to install it. A local cluster
+that is already running is restarted with an empty queue, and stopped at the end.
+
+Jobs are followed with ``scontrol show job`` every half second rather than ``sbatch --wait``, whose
+polling interval grows 2 s, 8 s, 32 s (it would add up to half a minute to every job).
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from utilities.synthetic import write_levircd_layout
+
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL_SLURM = ROOT.parent / "shared" / "tools" / "local_slurm.sh"
+LEVIR = ROOT / "hpc" / "levir.slurm"
+LAUNCH = ROOT / "hpc" / "launch.sh"
+# what the local cluster can give: one node ("debug" partition), 2 CPUs, no GRES, no large --mem
+RESOURCES = ["--nodes=1", "--ntasks=2", "--ntasks-per-node=2", "--gres=none", "--cpus-per-task=1",
+             "--partition=debug", "--time=30"]
+FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
+            "DEADLINE", "PREEMPTED"}
+
+
+def skip_reason():
+    if os.geteuid() != 0:
+        return "needs root: local_slurm.sh installs and starts munged, slurmctld and slurmd"
+    if not LOCAL_SLURM.exists():
+        return f"{LOCAL_SLURM} is absent"
+    installed = all(shutil.which(tool) for tool in ("sbatch", "slurmctld", "slurmd", "munged"))
+    if not installed and not shutil.which("apt-get"):
+        return "SLURM is not installed and apt-get is unavailable to install it"
+    return None
+
+
+def job_env(**extra) -> dict:
+    """The submitting shell's environment (sbatch hands it to the job) without SLURM's own variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_"))}
+    env.update(HOROVOD_ARGS="--gloo", OMP_NUM_THREADS="1")
+    if Path(sys.executable) != ROOT / ".venv" / "bin" / "python":  # pytest run from another environment
+        env.update(PYTHON=sys.executable, HOROVODRUN=str(Path(sys.executable).parent / "horovodrun"))
+    env.update(extra)
+    return env
+
+
+class Cluster:
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.jobs = []
+
+    def submit(self, script, env, *options) -> int:
+        result = subprocess.run(["timeout", "60", "sbatch", "--parsable", *RESOURCES, f"--output={self.logs}/%x-%j.out",
+                                 *options, str(script)], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        job = int(result.stdout.strip().split(";")[0])
+        self.jobs.append(job)
+        return job
+
+    def info(self, job: int) -> dict:
+        """JobState, Reason, Restarts, ExitCode, ... of ``scontrol show job`` (retried: slurmctld may be busy)."""
+        for _ in range(10):
+            result = subprocess.run(["timeout", "30", "scontrol", "-o", "show", "job", str(job)],
+                                    capture_output=True, text=True)
+            if result.returncode == 0:
+                return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+            time.sleep(1)
+        raise AssertionError(f"scontrol show job {job}: {result.stderr}")
+
+    def wait(self, job: int, timeout: float = 240, release_requeued: bool = False) -> dict:
+        """Wait until ``job`` has ended; return its record.
+
+        With ``release_requeued``, a requeued job starts after a few seconds instead of after SLURM's
+        120 s credential lifetime (its BeginTime). Not at once: slurmd refuses a launch whose credential
+        is from the same second as the requeue's kill ("Job credential revoked"; the job then fails).
+        """
+        deadline, pending_since = time.time() + timeout, None
+        while time.time() < deadline:
+            info = self.info(job)
+            if info["JobState"] in FINISHED:
+                return info
+            if release_requeued and info["JobState"] == "PENDING" and info.get("Reason") == "BeginTime":
+                pending_since = pending_since or time.time()
+                if time.time() - pending_since > 2:
+                    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+            time.sleep(0.5)
+        subprocess.run(["scancel", str(job)])
+        raise AssertionError(f"job {job} did not end within {timeout} s:\n{self.log(job)[-3000:]}")
+
+    def log(self, job: int, name: str = "mantis-levir") -> str:
+        path = self.logs / f"{name}-{job}.out"
+        return path.read_text(errors="replace").replace("\r", "\n") if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    needs_install = not shutil.which("sbatch")
+    tic = time.time()
+    result = subprocess.run(["bash", str(LOCAL_SLURM)], capture_output=True, text=True, timeout=900)
+    if needs_install and not shutil.which("sbatch"):
+        pytest.skip(f"apt-get could not install SLURM: {(result.stdout + result.stderr)[-500:]}")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    print(f"\nlocal SLURM cluster up in {time.time() - tic:.1f} s ({'with' if needs_install else 'no'} apt install)")
+    logs = tmp_path_factory.mktemp("logs")
+    cluster = Cluster(logs)
+    try:
+        yield cluster
+    finally:
+        # running jobs outlive slurmd: end them first
+        subprocess.run(["scancel", *map(str, cluster.jobs)], capture_output=True)
+        for _ in range(60):
+            if not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+                break
+            time.sleep(0.5)
+        subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("levir")
+    write_levircd_layout(root, n_per_split={"train": 2, "val": 1}, size=64, seed=0)
+    return root
+
+
+def write_config(folder: Path, root: Path, **train) -> Path:
+    config = {
+        "data": {"kind": "levircd", "root": str(root), "chip_size": 32, "stride": 32},
+        "model": {"name": "fractalresnet_tiny"},
+        "train": {"batch_size": 2, "depths": [0, 1], "patience": 100, "max_epochs": 2, "max_steps_per_epoch": 2,
+                  **train},
+        "output": {"run_dir": str(folder / "runs" / "tiny")},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def epochs(run_dir: Path) -> list:
+    return [row["epoch"] for row in json.loads((run_dir / "history.json").read_text())]
+
+
+def error_lines(log: str) -> list:
+    return [line for line in log.splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------------------ jobs
+def test_levir_job_trains_with_two_horovod_ranks(cluster, scenes, tmp_path):
+    config = write_config(tmp_path, scenes)
+    job = cluster.submit(LEVIR, job_env(CONFIG=str(config)))
+    info = cluster.wait(job)
+    log = cluster.log(job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), log[-3000:]
+    assert f"job {job} (restart 0)" in log and "2 Horovod ranks on" in log
+    assert "mantis train: fractalresnet_tiny, 2 rank(s)" in log  # train.py: hvd.size() == SLURM_NTASKS == 2
+    run_dir = tmp_path / "runs" / "tiny" / f"slurm-{job}"  # the config's run_dir, one folder per job id
+    assert json.loads((run_dir / "checkpoints" / "latest.json").read_text())["epoch"] == 2
+    assert (run_dir / "checkpoints" / "epoch_0002.params").exists()
+    assert epochs(run_dir) == [1, 2]
+    assert f"job {job} restart 0 ranks 2" in (run_dir / "slurm_jobs.txt").read_text()
+    assert "[launch] training finished" in log
+
+
+def test_requeued_job_resumes_from_its_checkpoint(cluster, scenes, tmp_path):
+    """USR1 is what SLURM sends --signal=B:USR1@300 before the time limit; here it is sent once the
+    first checkpoint exists. The job requeues itself, starts again under the same id, finds the same
+    run dir and continues from its last complete epoch."""
+    config = write_config(tmp_path, scenes, max_epochs=4)
+    job = cluster.submit(LEVIR, job_env(CONFIG=str(config)))
+    run_dir = tmp_path / "runs" / "tiny" / f"slurm-{job}"
+    deadline = time.time() + 180
+    while not (run_dir / "checkpoints" / "epoch_0001.json").exists():
+        assert time.time() < deadline and cluster.info(job)["JobState"] in ("PENDING", "RUNNING"), cluster.log(job)
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", str(job)], check=True)
+    info = cluster.wait(job, release_requeued=True)
+    log = cluster.log(job)
+    assert (info["JobState"], info["ExitCode"], info["Restarts"]) == ("COMPLETED", "0:0", "1"), log[-3000:]
+    assert f"requeueing job {job}" in log and f"job {job} (restart 1)" in log  # one log, appended to
+    resumed = re.findall(r"resumed from epoch (\d+)", log)
+    assert len(resumed) == 1 and 1 <= int(resumed[0]) <= 4, log[-3000:]
+    assert epochs(run_dir) == [1, 2, 3, 4]  # every epoch once
+    first, second = log.split(f"job {job} (restart 1)")
+    last_logged = int(re.findall(r"epoch (\d+): lr", first)[-1])  # train.py logs an epoch after its checkpoint
+    assert int(resumed[0]) - 1 <= last_logged <= int(resumed[0])
+    assert "resumed" not in first
+    assert len((run_dir / "slurm_jobs.txt").read_text().splitlines()) == 2
+
+
+def test_no_requeue_loop_before_the_first_checkpoint(cluster, scenes, tmp_path):
+    """A USR1 that comes before this run wrote any checkpoint (a --time shorter than the signal's lead
+    time, or an epoch longer than the time limit) would requeue forever: the job stops instead."""
+    config = write_config(tmp_path, scenes)
+    job = cluster.submit(LEVIR, job_env(CONFIG=str(config)))
+    deadline = time.time() + 120
+    while "[launch] config" not in cluster.log(job):
+        assert time.time() < deadline and cluster.info(job)["JobState"] in ("PENDING", "RUNNING"), cluster.log(job)
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", str(job)], check=True)
+    info = cluster.wait(job)
+    log = cluster.log(job)
+    assert info["JobState"] == "FAILED" and info["Restarts"] == "0", log[-3000:]
+    assert "error: USR1 (time limit near) before this run wrote a checkpoint: not requeueing" in log
+
+
+def test_training_timeout_ends_a_job(cluster, scenes, tmp_path):
+    """TRAIN_TIMEOUT (default: the job's time left) stops a training that runs too long or hangs."""
+    config = write_config(tmp_path, scenes, max_epochs=1000)
+    job = cluster.submit(LEVIR, job_env(CONFIG=str(config), TRAIN_TIMEOUT="12"))
+    info = cluster.wait(job)
+    log = cluster.log(job)
+    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "124:0"), log[-3000:]
+    assert "error: training stopped by the timeout of 12 s" in log
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_missing_config_is_one_line(cluster, tmp_path):
+    job = cluster.submit(LEVIR, job_env(CONFIG=str(tmp_path / "nope.yaml")))
+    info = cluster.wait(job)
+    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0")
+    assert error_lines(cluster.log(job)) == [f"error: config {tmp_path / 'nope.yaml'} does not exist"]
+
+
+def test_missing_dataset_is_one_line(cluster, tmp_path):
+    config = write_config(tmp_path, tmp_path / "no_such_data")
+    job = cluster.submit(LEVIR, job_env(CONFIG=str(config)))
+    info = cluster.wait(job)
+    assert (info["JobState"], info["ExitCode"]) == ("FAILED", "2:0")
+    assert error_lines(cluster.log(job)) == [
+        f"error: config {config}: data.root {tmp_path / 'no_such_data'} does not exist"]
+
+
+def test_plain_srun_is_stopped_by_the_size_check(cluster, scenes, tmp_path):
+    """`srun -n 2 python train.py` with a Gloo-only Horovod starts two independent size-1 worlds:
+    train.py sees SLURM_NTASKS=2 but hvd.size()=1 and stops, each task with one line."""
+    config = write_config(tmp_path, scenes)
+    script = tmp_path / "srun.sh"
+    script.write_text(f"#!/bin/bash\nsrun {job_env().get('PYTHON', ROOT / '.venv/bin/python')} train.py "
+                      f"-c {config}\n")
+    job = cluster.submit(script, job_env(), "--job-name=srun")
+    info = cluster.wait(job)
+    log = cluster.log(job, "srun")
+    assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0", log
+    errors = [line for line in log.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("SLURM gave 2 tasks but Horovod sees 1 rank(s)" in e for e in errors), log
+    assert "Traceback" not in log
+    assert not (tmp_path / "runs" / "tiny" / "checkpoints").exists()
+
+
+def test_world_from_slurm_variables(cluster, tmp_path, scenes):
+    """SLURM_TASKS_PER_NODE's compressed form and a node range become horovodrun's -np and -H (dry run)."""
+    config = write_config(tmp_path, scenes)
+    env = job_env(CONFIG=str(config), MANTIS_DRY_RUN="1", SLURM_JOB_ID="77", SLURM_NTASKS="10",
+                  SLURM_TASKS_PER_NODE="4(x2),2", SLURM_JOB_NODELIST="gpu[01-03]", SLURM_GPUS_ON_NODE="4",
+                  TRAIN_TIMEOUT="0")
+    result = subprocess.run(["bash", str(LAUNCH)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "-np 10 -H gpu01:4,gpu02:4,gpu03:2 --gloo" in result.stdout
+    assert f"--run-dir {tmp_path}/runs/tiny/slurm-77 --resume" in result.stdout
+
+
+# -------------------------------------------------------------------- without a cluster (fake job)
+@pytest.mark.parametrize("gpu_env", [{"SLURM_GPUS_ON_NODE": "2"}, {"CUDA_VISIBLE_DEVICES": "0,1"}])
+def test_more_tasks_than_gpus_is_one_line(tmp_path, gpu_env):
+    """Checked from SLURM's variables before anything starts (no cluster needed: a fake job)."""
+    env = job_env(CONFIG=str(write_config(tmp_path, tmp_path)), SLURM_JOB_ID="1", SLURM_NTASKS="8",
+                  SLURM_TASKS_PER_NODE="4(x2)", SLURM_JOB_NODELIST="gpu[01-02]", **gpu_env)
+    result = subprocess.run(["bash", str(LAUNCH)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: 4 tasks on a node but 2 GPU(s) per node (SLURM_TASKS_PER_NODE=4(x2)): one Horovod rank per GPU, "
+        "so ask for --ntasks-per-node=2 or more GPUs (--gres=gpu:4)"]
+
+
+def test_outside_slurm_is_one_line(tmp_path):
+    env = job_env(CONFIG=str(write_config(tmp_path, tmp_path)))
+    result = subprocess.run(["bash", str(LAUNCH)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: not inside a SLURM job: submit with sbatch (or run inside salloc)"]
+
+
+def test_scripts_parse():
+    for script in sorted((ROOT / "hpc").glob("*.slurm")) + [LAUNCH]:
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
