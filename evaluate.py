@@ -1,0 +1,57 @@
+"""Evaluate a trained mantis model on labelled change-detection data (paper Section 8.4).
+
+    python evaluate.py --model runs/levir/ensemble.json --levircd data/LEVIR-CD --split test --out eval/
+    python evaluate.py --model runs/whu --date1 2011.tif --date2 2016.tif --label label.tif --out eval/
+
+Images are predicted by the paper's overlapping windows (256, stride 64, averaged; ``--window``,
+``--stride``), as ``predict.py`` does. Writes to OUTDIR: ``metrics.json`` and ``metrics.md`` (global
+metrics from the pooled confusion counts, then one row per image: precision, recall, F1, MCC, IoU,
+overall accuracy, kappa), and per image
+``<name>_tpfpfn.png`` (TP white, FP red, FN blue, TN black) plus ``<name>_tpfpfn.tif`` with the input's
+CRS and geotransform when the input is georeferenced. Exit status 2 with a one-line message for unusable
+inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
+from utilities.evaluation import evaluate, write_evaluation
+from utilities.inference import tiled_prediction
+from utilities.metrics import METRIC_NAMES
+from utilities.model_io import load_predictor
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="checkpoint (.params/.json), run directory or ensemble JSON")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="change where the change probability is above this (default 0.5)")
+    parser.add_argument("--window", type=int, default=256, help="inference window side (default 256, the paper's)")
+    parser.add_argument("--stride", type=int, default=64, help="step between windows (default 64, the paper's)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
+    add_data_arguments(parser, split="test")
+    return parser.parse_args(argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    samples = data_samples(args)
+    predictor = load_predictor(args.model)
+    evaluation = evaluate(predictor, samples, threshold=args.threshold, maps_dir=args.out,
+                          predict=tiled_prediction(args.window, args.stride, args.batch_size))
+    json_path, md_path = write_evaluation(evaluation, args.out, {"model": args.model,
+                                                                 "data": data_description(args)})
+    summary = ", ".join(f"{k} {evaluation.metrics[k]:.4f}" for k in METRIC_NAMES)
+    print(f"{len(samples)} image(s): {summary}")
+    print(f"wrote {json_path}, {md_path} and the TP/FP/FN maps to {args.out}")
+    return 0
+
+
+main = entry_point(_main)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""utilities/evaluation.py and evaluate.py: metrics of known predictions, pooling, TP/FP/FN maps, GeoTIFF
+georeferencing, padding of sizes the model cannot take, and the command line."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+import rasterio
+from mxnet import gluon
+
+import evaluate as evaluate_cli
+from tests.utilities.fakes import DEFAULT_TRANSFORM, write_geotiff, write_levircd_tree, write_png
+from tests.utilities.tiny_models import save_checkpoint, tiny_network
+from utilities.datasets import levircd_samples, pair_samples
+from utilities.errors import InputError
+from utilities.evaluation import TPFPFN_COLOURS, evaluate, tpfpfn_map, write_evaluation
+from utilities.metrics import change_metrics
+from utilities.model_io import Predictor
+
+ROOT = Path(__file__).resolve().parents[2]
+H, W = 12, 20  # not multiples of the fake model's size_multiple (8)
+
+
+class ChangeWhereBrighter(gluon.HybridBlock):
+    """A fake model with a known output: change probability = clip(date2 - date1, 0, 1) of band 1.
+
+    It only accepts heights and widths divisible by 8 (the reshape fails otherwise), like a real mantis
+    model, so that evaluating 12 x 20 images proves they were padded.
+    """
+
+    size_multiple = 8
+
+    def hybrid_forward(self, F, date1, date2):
+        p = F.clip(F.slice_axis(date2 - date1, axis=1, begin=0, end=1), 0, 1)
+        p = p.reshape((0, 0, -4, -1, 8, -4, -1, 8)).reshape((0, 0, -3, -3))
+        return F.concat(1 - p, p, dim=1), p, p
+
+
+def fake_predictor() -> Predictor:
+    net = ChangeWhereBrighter()
+    net.initialize()
+    return Predictor([net], mean=[0, 0, 0], std=[255, 255, 255])
+
+
+def box(r0, r1, c0, c1, shape=(H, W)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[r0:r1, c0:c1] = 1
+    return mask
+
+
+def write_sample(folder: Path, name: str, pred: np.ndarray, label: np.ndarray) -> None:
+    """A LEVIR-CD-like tile whose fake prediction is ``pred``: date 2 is brighter exactly there."""
+    date1 = np.full((3,) + pred.shape, 40, np.uint8)
+    date2 = date1 + (pred * 215).astype(np.uint8)[None]
+    write_png(folder / "A" / f"{name}.png", date1)
+    write_png(folder / "B" / f"{name}.png", date2)
+    write_png(folder / "label" / f"{name}.png", label * np.uint8(255))
+
+
+#: overlapping 6 x 10 boxes: TP 4 x 6 = 24, FP 36, FN 36, TN 240 - 96 = 144
+PRED, LABEL = box(0, 6, 0, 10), box(2, 8, 4, 14)
+EXPECTED = {"precision": 0.4, "recall": 0.4, "f1": 0.4, "iou": 0.25, "overall_accuracy": 0.7,
+            "mcc": (24 * 144 - 36 * 36) / np.sqrt(60 * 60 * 180 * 180),  # 0.2
+            "kappa": (0.7 - 0.625) / (1 - 0.625)}  # chance agreement 0.25^2 + 0.75^2
+
+
+@pytest.fixture
+def tiles(tmp_path):
+    write_sample(tmp_path, "known", PRED, LABEL)
+    write_sample(tmp_path, "perfect", box(9, 12, 15, 20), box(9, 12, 15, 20))
+    return tmp_path
+
+
+def test_metrics_of_a_known_prediction_match_the_hand_computed_confusion_matrix(tiles):
+    samples = [s for s in levircd_samples(tiles) if s.name == "known"]
+    result = evaluate(fake_predictor(), samples)
+    assert result.images[0].counts.tolist() == [24, 36, 36, 144]
+    for name, value in EXPECTED.items():
+        assert result.metrics[name] == pytest.approx(value), name
+
+
+def test_global_metrics_pool_the_counts_instead_of_averaging_images(tiles):
+    result = evaluate(fake_predictor(), levircd_samples(tiles))
+    known, perfect = result.images
+    assert perfect.counts.tolist() == [15, 0, 0, 225] and perfect.metrics["mcc"] == pytest.approx(1.0)
+    assert result.counts.tolist() == [39, 36, 36, 369]
+    assert result.metrics == pytest.approx(change_metrics([39, 36, 36, 369]))
+    mean_of_images = (known.metrics["mcc"] + perfect.metrics["mcc"]) / 2
+    assert result.metrics["mcc"] != pytest.approx(mean_of_images, abs=1e-3)
+
+
+def test_padding_keeps_every_pixel_of_sizes_the_model_cannot_take(tiles):
+    """12 x 20 is predicted through a 16 x 24 reflect-padded input and cropped back: the fake model
+    rejects other sizes, and the prediction at the image's last rows/columns is exact."""
+    result = evaluate(fake_predictor(), levircd_samples(tiles), maps_dir=tiles / "maps")
+    assert sum(result.images[1].counts) == H * W
+    image = cv2.imread(str(tiles / "maps" / "perfect_tpfpfn.png"))
+    assert image.shape == (H, W, 3)
+    assert (image[9:, 15:] == 255).all() and (image[:9] == 0).all()
+
+
+def test_map_colours_at_known_pixels(tiles):
+    evaluate(fake_predictor(), levircd_samples(tiles), maps_dir=tiles / "maps")
+    bgr = cv2.imread(str(tiles / "maps" / "known_tpfpfn.png"))
+    expected = {(0, 0): "fp", (3, 5): "tp", (7, 12): "fn", (11, 19): "tn"}
+    for (row, col), outcome in expected.items():
+        assert tuple(bgr[row, col, ::-1]) == TPFPFN_COLOURS[outcome], (row, col, outcome)
+    assert TPFPFN_COLOURS["tp"] == (255, 255, 255) and TPFPFN_COLOURS["fp"] == (255, 0, 0)
+    assert TPFPFN_COLOURS["fn"] == (0, 0, 255) and TPFPFN_COLOURS["tn"] == (0, 0, 0)
+    assert not (tiles / "maps" / "known_tpfpfn.tif").exists()  # PNG inputs carry no georeferencing
+
+
+def test_pixels_without_data_are_left_out_and_grey():
+    valid = np.ones((H, W), bool)
+    valid[0, 0] = False
+    image = tpfpfn_map(PRED, LABEL, valid)
+    assert tuple(image[0, 0]) == TPFPFN_COLOURS["nodata"] and tuple(image[3, 5]) == TPFPFN_COLOURS["tp"]
+
+
+def test_geotiff_map_has_the_inputs_crs_and_transform(tmp_path):
+    date1 = np.full((3, H, W), 40, np.uint8)
+    date2 = date1 + (PRED * 215).astype(np.uint8)[None]
+    paths = [write_geotiff(tmp_path / f"{n}.tif", image) for n, image in (("t1", date1), ("t2", date2))]
+    label = write_geotiff(tmp_path / "label.tif", LABEL[None] * np.uint8(255))
+    result = evaluate(fake_predictor(), pair_samples(*paths, label), maps_dir=tmp_path / "maps")
+    assert result.counts.tolist() == [24, 36, 36, 144]
+    with rasterio.open(tmp_path / "maps" / "t1_tpfpfn.tif") as src:
+        assert src.crs.to_string() == "EPSG:32633" and src.transform == DEFAULT_TRANSFORM
+        assert (src.count, src.height, src.width) == (3, H, W)
+        rgb = src.read().transpose(1, 2, 0)
+    np.testing.assert_array_equal(rgb, tpfpfn_map(PRED, LABEL))
+
+
+def test_nodata_pixels_are_left_out_of_the_counts(tmp_path):
+    date1 = np.full((3, H, W), 40, np.uint8)
+    date2 = date1 + (PRED * 215).astype(np.uint8)[None]
+    date1[:, 0, 0] = 7  # a false positive pixel of PRED, declared without data
+    paths = [write_geotiff(tmp_path / f"{n}.tif", image, nodata=7) for n, image in (("t1", date1), ("t2", date2))]
+    label = write_geotiff(tmp_path / "label.tif", LABEL[None] * np.uint8(255))
+    result = evaluate(fake_predictor(), pair_samples(*paths, label), maps_dir=tmp_path)
+    assert result.counts.tolist() == [24, 35, 36, 144]
+    with rasterio.open(tmp_path / "t1_tpfpfn.tif") as src:
+        assert tuple(src.read()[:, 0, 0]) == TPFPFN_COLOURS["nodata"]
+
+
+def test_reports_are_written_with_a_global_row_and_one_row_per_image(tiles):
+    result = evaluate(fake_predictor(), levircd_samples(tiles))
+    json_path, md_path = write_evaluation(result, tiles / "out", {"model": "fake"})
+    report = json.loads(json_path.read_text())
+    assert report["model"] == "fake" and report["global"]["tp"] == 39
+    assert [r["name"] for r in report["images"]] == ["known", "perfect"]
+    assert report["images"][0]["mcc"] == pytest.approx(0.2)
+    lines = md_path.read_text().splitlines()
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0].startswith("|  | precision | recall | F1 | MCC | IoU | OA | kappa | TP | FP | FN | TN")
+    assert table[1].startswith("| **all images (pooled counts)** |") and table[2].startswith("| known | 0.4000")
+    assert not list((tiles / "out").glob(".*tmp*"))  # atomic writes leave no temporary file
+
+
+def test_unlabelled_or_mismatched_bands_are_input_errors(tiles):
+    sample = levircd_samples(tiles)[0]
+    sample.label = None
+    with pytest.raises(InputError, match="has no label"):
+        evaluate(fake_predictor(), [sample])
+    two_bands = Predictor([ChangeWhereBrighter()], mean=[0, 0], std=[1, 1])
+    with pytest.raises(InputError, match="takes 2 band"):
+        evaluate(two_bands, levircd_samples(tiles))
+
+
+def run(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_command_line(tmp_path):
+    """A real tiny model on a fake LEVIR-CD test split of 20 x 20 tiles (padded to 24 x 24)."""
+    data = write_levircd_tree(tmp_path / "levir", splits=("test",), n=2, size=20)
+    params = save_checkpoint(tmp_path / "run", tiny_network(), epoch=1)
+    out = tmp_path / "eval"
+    result = run("evaluate.py", "--model", str(params), "--levircd", str(data), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "metrics.json").read_text())
+    assert sum(report["global"][k] for k in ("tp", "fp", "fn", "tn")) == 2 * 20 * 20
+    assert len(report["images"]) == 2 and (out / "metrics.md").exists()
+    assert sorted(p.name for p in out.glob("*_tpfpfn.png")) == ["test_1_tpfpfn.png", "test_2_tpfpfn.png"]
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    data = write_levircd_tree(tmp_path / "levir", splits=("test",), n=1, size=16)
+    missing = tmp_path / "nope.params"
+    assert evaluate_cli.main(["--model", str(missing), "--levircd", str(data), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: checkpoint {missing} does not exist"]
+    assert evaluate_cli.main(["--model", str(missing), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: give either --levircd ROOT or --date1, --date2 and --label")
+    assert evaluate_cli.main(["--model", str(missing), "--date1", "a.tif", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: a pair needs all of --date1, --date2 and --label\n"
+
+
+def test_threshold_outside_0_1_is_an_input_error(tiles):
+    with pytest.raises(InputError, match="threshold"):
+        evaluate(fake_predictor(), levircd_samples(tiles), threshold=1.5)
+
+
+def test_fake_model_is_pixelwise():
+    """Guard for the tests above: the fake model's change output is date2 - date1 of band 1, clipped."""
+    a, b = mx.nd.zeros((1, 3, 8, 8)), mx.nd.ones((1, 3, 8, 8)) * 0.25
+    segm, _, _ = ChangeWhereBrighter()(a, b)
+    np.testing.assert_allclose(segm.asnumpy()[0, 1], 0.25)

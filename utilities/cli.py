@@ -1,0 +1,85 @@
+"""What the command-line entry points (``evaluate.py``, ``select_models.py``, ``export.py``) share: error
+handling and the options that name labelled data.
+
+A command's ``main(argv) -> int`` raises :class:`~utilities.errors.InputError` for unusable inputs;
+:func:`entry_point` turns that into one line ``error: <message>`` on stderr and exit status 2 (no stack
+trace). Commands can map further exception types to other statuses (e.g. a failed ONNX parity check
+to 1).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable, List, Mapping, Optional, Sequence, Type
+
+from .datasets import LEVIRCD_SPLITS, Sample, levircd_samples, pair_samples
+from .errors import InputError
+
+Main = Callable[[Optional[Sequence[str]]], int]
+
+#: exception type -> exit status, checked in order (the first matching type wins)
+DEFAULT_FAILURES: Mapping[Type[BaseException], int] = {InputError: 2}
+
+
+def entry_point(main: Main, failures: Mapping[Type[BaseException], int] = DEFAULT_FAILURES) -> Main:
+    """Wrap ``main`` so that the exceptions in ``failures`` end it with a one-line message and their status.
+
+    Parameters
+    ----------
+    main : callable
+        ``main(argv) -> int``, argv as for ``argparse`` (None: ``sys.argv[1:]``).
+    failures : mapping of exception type to int
+        Exit status per exception type; default: :class:`~utilities.errors.InputError` -> 2.
+
+    Returns
+    -------
+    callable
+        ``run(argv=None) -> int``; use as ``sys.exit(run())``.
+    """
+    @functools.wraps(main)
+    def run(argv: Optional[Sequence[str]] = None) -> int:
+        try:
+            return main(argv)
+        except tuple(failures) as err:
+            message = " ".join(str(err).split())
+            print(f"error: {message}", file=sys.stderr)
+            return next(code for kind, code in failures.items() if isinstance(err, kind))
+
+    return run
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, split: str) -> None:
+    """The options that name labelled data: a LEVIR-CD folder and split, or one pair with its label."""
+    group = parser.add_argument_group("labelled data (a LEVIR-CD folder, or one pair of dates)")
+    group.add_argument("--levircd", metavar="ROOT", help="LEVIR-CD root (ROOT/<split>/{A,B,label}/*.png)")
+    group.add_argument("--split", default=split, choices=(*LEVIRCD_SPLITS, "none"),
+                       help=f"LEVIR-CD split (default {split}); 'none': ROOT holds A/, B/, label/ itself")
+    group.add_argument("--date1", help="date 1 image of one pair (GeoTIFF, PNG or JPEG)")
+    group.add_argument("--date2", help="date 2 image of the pair")
+    group.add_argument("--label", help="change label of the pair (0/1 or 0/255)")
+
+
+def data_samples(args: argparse.Namespace) -> List[Sample]:
+    """The samples named by the options of :func:`add_data_arguments`.
+
+    Raises
+    ------
+    InputError
+        Neither or both of ``--levircd`` and ``--date1/--date2/--label``, an incomplete pair, or bad data.
+    """
+    pair = (args.date1, args.date2, args.label)
+    if (args.levircd is None) == all(p is None for p in pair):
+        raise InputError("give either --levircd ROOT or --date1, --date2 and --label")
+    if args.levircd is not None:
+        return levircd_samples(args.levircd, None if args.split == "none" else args.split)
+    if any(p is None for p in pair):
+        raise InputError("a pair needs all of --date1, --date2 and --label")
+    return pair_samples(*pair)
+
+
+def data_description(args: argparse.Namespace) -> str:
+    """The data options in words, for reports."""
+    if args.levircd is not None:
+        return f"LEVIR-CD {args.levircd} split {args.split}"
+    return f"pair {args.date1} / {args.date2}, label {args.label}"

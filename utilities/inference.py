@@ -1,0 +1,305 @@
+"""Change maps of large rasters by tiled inference (paper Section 8.5.1), written as GeoTIFFs.
+
+:func:`predict_rasters` predicts a pair of co-registered date images with overlapping windows
+(256 x 256, stride 64, reflect padding at the borders, per-pixel average of the windows' probabilities;
+see :mod:`utilities.tiling`), streaming the rasters strip by strip so that memory does not grow with
+their size, and writes to ``out_dir``:
+
+- ``change_probability.tif``: float32, the averaged probability of class 1 (change);
+- ``change_mask.tif``: uint8, 1 where that probability is >= ``threshold``, else 0; nodata 255;
+- ``boundary.tif``, ``distance.tif``: float32, the averaged class-1 boundary and distance maps of the
+  multitask head (Section 6.3);
+- ``quicklook.png`` (optional): date 2 with the change mask in red, at most 2048 pixels on its long side.
+
+The GeoTIFFs are tiled (256 x 256), deflate-compressed and carry the input's CRS and geotransform;
+PNG/JPEG inputs have none, and neither have their outputs. Pixels without data (NaN or the declared
+nodata value) in either date are nodata in every output (NaN in the float maps); before prediction
+they are filled with the model's training mean of their band (a neutral input: 0 after the model's
+standardisation), so they do not disturb the valid pixels around them more than necessary. Every file
+is written under a temporary name and renamed when complete: an interrupted run leaves no file that
+looks finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from tqdm import tqdm
+
+from utilities.atomic import atomic_path
+from utilities.datasets import levircd_samples
+from utilities.errors import InputError
+from utilities.io import PathLike, RasterInfo, check_pair, nodata_mask, raster_info, read_image
+from utilities.model_io import Predictor
+from utilities.tiling import Tiling, check_window, stream_strips
+
+#: output name -> file name
+OUTPUT_FILES = {"probability": "change_probability.tif", "mask": "change_mask.tif",
+                "boundary": "boundary.tif", "distance": "distance.tif"}
+QUICKLOOK_FILE = "quicklook.png"
+MASK_NODATA = 255
+#: tile side of the output GeoTIFFs; rows are written a whole row of tiles at a time
+BLOCK = 256
+QUICKLOOK_SIDE = 2048
+#: formats read whole (small by nature); GeoTIFFs are read in windows of rows
+_WHOLE_FORMATS = {".png", ".jpg", ".jpeg"}
+#: quick-look colours of non-8-bit images: the model's training mean +- this many standard deviations
+_STRETCH = 2.0
+_RED = np.array([255, 0, 0], dtype=np.float32)
+
+
+def select_bands(path: PathLike, count: int, bands: Optional[Sequence[int]], channels: int) -> List[int]:
+    """The 1-based bands to read: ``bands``, else all ``count`` bands; there must be ``channels`` of them.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the bands selected, its band count and the model's.
+    """
+    selected = list(range(1, count + 1)) if bands is None else [int(b) for b in bands]
+    if len(selected) != channels:
+        raise InputError(f"the model takes {channels} band(s) but {len(selected)} would be read from {path} "
+                         f"(bands {selected} of its {count}): choose {channels} with --bands.")
+    return selected
+
+
+class _DateRows:
+    """Rows of one date image as float32 ``(C, n, width)``, NaN where the pixel has no data."""
+
+    def __init__(self, path: Path, bands: Sequence[int], info: RasterInfo):
+        self.path, self.bands, self.info = path, list(bands), info
+        self.image = None
+        if path.suffix.lower() in _WHOLE_FORMATS:
+            self.image = read_image(path, self.bands)
+        else:  # reading one pixel checks the bands and the data now, before any output exists
+            read_image(path, self.bands, (0, 0, 1, 1))
+
+    def __call__(self, row0: int, row1: int) -> np.ndarray:
+        if self.image is None:
+            rows = read_image(self.path, self.bands, (row0, 0, row1 - row0, self.info.width))
+        else:
+            rows = self.image[:, row0:row1]
+        nodata = nodata_mask(rows, self.info.nodata)  # in the file's type: exact comparisons
+        rows = rows.astype(np.float32)
+        rows[:, nodata] = np.nan
+        return rows
+
+
+def _profile(info: RasterInfo, dtype: str, nodata: float) -> dict:
+    profile = dict(driver="GTiff", height=info.height, width=info.width, count=1, dtype=dtype, nodata=nodata,
+                   tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate")
+    if info.crs is not None:
+        profile["crs"] = info.crs
+    if info.transform is not None:
+        profile["transform"] = info.transform
+    return profile
+
+
+class _GeoTIFFs:
+    """The output GeoTIFFs, open at temporary names; strips are buffered and written a row of tiles at a time."""
+
+    def __init__(self, stack: contextlib.ExitStack, out_dir: Path, info: RasterInfo):
+        self.datasets, self.pending, self.row = {}, [], 0
+        for name, file_name in OUTPUT_FILES.items():
+            tmp = stack.enter_context(atomic_path(out_dir / file_name, suffix=".tif"))
+            profile = _profile(info, "uint8", MASK_NODATA) if name == "mask" else _profile(info, "float32", np.nan)
+            with warnings.catch_warnings():  # outputs of PNG/JPEG inputs have no georeferencing, as documented
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                self.datasets[name] = stack.enter_context(rasterio.open(tmp, "w", **profile))
+
+    def add(self, maps: Dict[str, np.ndarray]) -> None:
+        """Append rows ``{name: (n, width)}`` (following the rows added before)."""
+        self.pending.append(maps)
+        if sum(len(m["mask"]) for m in self.pending) >= BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending rows."""
+        if not self.pending:
+            return
+        rows = {name: np.concatenate([m[name] for m in self.pending]) for name in self.datasets}
+        n, width = rows["mask"].shape
+        for name, dataset in self.datasets.items():
+            dataset.write(rows[name][None], window=Window(0, self.row, width, n))
+        self.row += n
+        self.pending = []
+
+
+class _Quicklook:
+    """Date 2 with the change mask in red, downsampled strip by strip by an integer factor (area averaging)
+    to at most :data:`QUICKLOOK_SIDE` pixels on the long side."""
+
+    def __init__(self, info: RasterInfo, predictor: Predictor):
+        self.factor = max(1, -(-max(info.height, info.width) // QUICKLOOK_SIDE))
+        self.width = -(-info.width // self.factor)
+        self.eight_bit = info.dtype == "uint8"
+        bands = 3 if predictor.channels >= 3 else 1
+        self.low = (predictor.mean - _STRETCH * predictor.std).ravel()[:bands]
+        self.high = (predictor.mean + _STRETCH * predictor.std).ravel()[:bands]
+        self.pending = np.zeros((0, info.width, 3), dtype=np.uint8)
+        self.rows: List[np.ndarray] = []
+
+    def _colours(self, date2: np.ndarray) -> np.ndarray:
+        """``(C, n, width)`` -> RGB ``(n, width, 3)`` float32 in [0, 255] (one band: grey)."""
+        rgb = date2[:3] if len(date2) >= 3 else date2[:1]
+        if not self.eight_bit:
+            rgb = (rgb - self.low[:, None, None]) / (self.high - self.low)[:, None, None] * 255
+        rgb = np.nan_to_num(np.clip(rgb, 0, 255), nan=0.0)
+        return np.repeat(rgb, 3 // len(rgb), axis=0).transpose(1, 2, 0)
+
+    def add(self, date2: np.ndarray, mask: np.ndarray) -> None:
+        """Add rows of date 2 ``(C, n, width)`` and of the change mask ``(n, width)``."""
+        rgb = self._colours(date2)
+        change = mask == 1
+        rgb[change] = 0.5 * rgb[change] + 0.5 * _RED
+        self.pending = np.concatenate([self.pending, rgb.astype(np.uint8)])
+        self._shrink(len(self.pending) - len(self.pending) % self.factor)
+
+    def _shrink(self, n: int) -> None:
+        if n:
+            size = (self.width, -(-n // self.factor))
+            self.rows.append(cv2.resize(self.pending[:n], size, interpolation=cv2.INTER_AREA))
+            self.pending = self.pending[n:]
+
+    def write(self, path: Path) -> None:
+        self._shrink(len(self.pending))
+        with atomic_path(path, suffix=".png") as tmp:
+            if not cv2.imwrite(tmp, np.concatenate(self.rows)[:, :, ::-1]):
+                raise OSError(f"cannot write the quick-look {path}")
+
+
+def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_dir: PathLike, window: int = 256,
+                    stride: int = 64, batch_size: int = 4, threshold: float = 0.5,
+                    bands: Optional[Sequence[int]] = None, quicklook: bool = True,
+                    progress: bool = True) -> Dict[str, Path]:
+    """Predict the change between two co-registered rasters with overlapping windows (Section 8.5.1).
+
+    Parameters
+    ----------
+    predictor : Predictor
+        The model (:func:`utilities.model_io.load_predictor`).
+    date1, date2 : str or PathLike
+        The date images (GeoTIFF, PNG or JPEG), same grid and band count.
+    out_dir : str or PathLike
+        Receives the outputs (see the module docstring); created if needed, existing outputs replaced.
+    window, stride : int
+        Window side (a multiple of ``predictor.size_multiple``) and step (paper: 256 and 64).
+    batch_size : int
+        Windows per forward pass.
+    threshold : float
+        Probability from which a pixel is changed in ``change_mask.tif``.
+    bands : sequence of int, optional
+        1-based bands to read (default: the model's training bands, else all bands of the files).
+    quicklook : bool
+        Also write ``quicklook.png``.
+    progress : bool
+        Show a progress bar over the windows.
+
+    Returns
+    -------
+    dict
+        ``{"probability", "mask", "boundary", "distance"[, "quicklook"]: path}``.
+
+    Raises
+    ------
+    InputError
+        Rasters that fail :func:`~utilities.io.check_pair` (naming both files), the wrong number of bands
+        for the model, band indices out of range, an unreadable file, bad tiling parameters.
+    """
+    date1, date2, out_dir = Path(date1), Path(date2), Path(out_dir)
+    check_window(window, stride, predictor.size_multiple)
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}.")
+    if not 0 <= threshold <= 1:
+        raise InputError(f"threshold must be in [0, 1], got {threshold}.")
+    info = check_pair(date1, date2)
+    bands = select_bands(date1, info.count, predictor.bands if bands is None else bands, predictor.channels)
+    dates = [_DateRows(date1, bands, info), _DateRows(date2, bands, raster_info(date2))]
+    tiling = Tiling(info.height, info.width, window, stride)
+    channels = len(bands)
+    fill = np.tile(predictor.mean.ravel(), 2)[None, :, None, None]
+    bar = tqdm(total=tiling.n_windows, desc=f"predict {date2.name}", unit="window", disable=not progress)
+
+    def read(row0: int, row1: int) -> np.ndarray:
+        return np.concatenate([date(row0, row1) for date in dates])
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        batch = np.where(np.isnan(batch), fill, batch)
+        segmentation, boundary, distance = predictor(batch[:, :channels], batch[:, channels:])
+        bar.update(len(batch))
+        return np.stack([segmentation[:, 1], boundary[:, 1], distance[:, 1]], axis=1)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: out_dir / file_name for name, file_name in OUTPUT_FILES.items()}
+    preview = _Quicklook(info, predictor) if quicklook else None
+    with bar, contextlib.ExitStack() as stack:
+        outputs = _GeoTIFFs(stack, out_dir, info)
+        for strip in stream_strips(tiling, read, predict, batch_size):
+            nodata = np.isnan(strip.inputs).any(axis=0)
+            probability, boundary, distance = np.where(nodata, np.float32(np.nan), strip.outputs)
+            mask = np.where(nodata, MASK_NODATA, probability >= threshold).astype(np.uint8)
+            outputs.add({"probability": probability, "mask": mask, "boundary": boundary, "distance": distance})
+            if preview is not None:
+                preview.add(strip.inputs[channels:], mask)
+        outputs.flush()
+    if preview is not None:
+        paths["quicklook"] = out_dir / QUICKLOOK_FILE
+        preview.write(paths["quicklook"])
+    return paths
+
+
+def predict_folder(predictor: Predictor, root: PathLike, out_dir: PathLike, split: Optional[str] = None,
+                   **kwargs) -> Dict[str, Dict[str, Path]]:
+    """:func:`predict_rasters` for every pair of a folder in the LEVIR-CD layout (Section 8.1).
+
+    Parameters
+    ----------
+    predictor : Predictor
+    root : str or PathLike
+        A LEVIR-CD folder (see :func:`utilities.datasets.levircd_samples`).
+    out_dir : str or PathLike
+        Receives one folder of outputs per sample, ``out_dir/<name>/``.
+    split : {"train", "val", "test"}, optional
+        The official split to predict.
+    **kwargs
+        Passed to :func:`predict_rasters`.
+
+    Returns
+    -------
+    dict
+        ``{sample name: its output paths}``.
+    """
+    return {sample.name: predict_rasters(predictor, sample.date1, sample.date2, Path(out_dir) / sample.name, **kwargs)
+            for sample in levircd_samples(root, split)}
+
+
+def tiled_prediction(window: int = 256, stride: int = 64, batch_size: int = 4):
+    """A ``predict(predictor, date1, date2) -> (segmentation, boundary, distance)`` for whole images in
+    memory (``(C, H, W)`` arrays), by the paper's overlapping windows (Section 8.5.1) instead of one
+    forward pass over the image: the evaluation of large images then needs the memory of a window,
+    and matches what :func:`predict_rasters` writes."""
+
+    def predict(predictor: Predictor, date1: np.ndarray, date2: np.ndarray):
+        check_window(window, stride, predictor.size_multiple)
+        channels, height, width = date1.shape
+        tiling = Tiling(height, width, window, stride)
+        both = np.concatenate([date1, date2]).astype(np.float32)
+        outputs = None
+
+        def forward(batch: np.ndarray) -> np.ndarray:
+            return np.concatenate(predictor(batch[:, :channels], batch[:, channels:]), axis=1)
+
+        for strip in stream_strips(tiling, lambda r0, r1: both[:, r0:r1], forward, batch_size):
+            if outputs is None:
+                outputs = np.empty((strip.outputs.shape[0], height, width), np.float32)
+            outputs[:, strip.row:strip.row + strip.outputs.shape[1]] = strip.outputs
+        return tuple(np.split(outputs, 3))
+
+    return predict
