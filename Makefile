@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test lint slow clean
+.PHONY: install install-dev demo test slow bench clean
 
 install:
 	bash scripts/install.sh
@@ -22,6 +22,11 @@ test: install-dev
 ## make slow: the tests marked slow as well
 slow: install-dev
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+## make bench: speed and memory (results go to BENCHMARKS.md by hand, with the printed details)
+bench: install
+	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_inference.py --model fractalresnet_tiny --sizes 512 1024 --stride 64
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache

@@ -16,7 +16,7 @@ import sys
 
 import nn  # noqa: F401  (first: sets MXNet's OpenMP threads before MXNet loads)
 
-from utilities.errors import InputError
+from utilities.cli import entry_point
 from utilities.inference import predict_folder, predict_rasters
 from utilities.io import raster_info
 from utilities.model_io import load_predictor
@@ -63,9 +63,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = main()
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+    sys.exit(entry_point(main)())

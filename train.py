@@ -36,6 +36,7 @@ from utilities.atomic import atomic_write_text
 from utilities.augment import ChangeAugmentation
 from utilities.checkpoint import Checkpoints
 from utilities.chips import ChipDataset
+from utilities.cli import entry_point
 from utilities.config import Config, config_to_dict, load_config, save_config
 from utilities.distributed import ShardSampler, World, allreduce_sum, barrier, init_world, shutdown
 from utilities.errors import InputError
@@ -237,10 +238,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     try:
-        code = main()
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        code = 2
+        code = entry_point(main)()
     finally:
-        shutdown()
+        shutdown()  # every rank, error or not: Horovod processes that skip it crash or hang at exit
     sys.exit(code)

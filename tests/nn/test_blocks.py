@@ -449,8 +449,8 @@ def test_groupnorm_per_channel_affine(channels, groups):
     assert block.num_groups == g
     gamma = np.random.randn(1, channels, 1, 1).astype(np.float32)
     beta = np.random.randn(1, channels, 1, 1).astype(np.float32)
-    block.gamma.set_data(nd(gamma))
-    block.beta.set_data(nd(beta))
+    block.gamma.set_data(nd(gamma.reshape(-1)))
+    block.beta.set_data(nd(beta.reshape(-1)))
     x = (3.0 * np.random.randn(B, channels, H, W) + 1.5).astype(np.float32)
     xg = x.astype(np.float64).reshape(B, g, -1)
     norm = (xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)

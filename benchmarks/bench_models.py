@@ -1,0 +1,107 @@
+"""Speed of the mantis D6nf32 variants on this machine: first hybridized call, forward, training step.
+
+    python benchmarks/bench_models.py                                 # all three D6nf32 variants, batch 1
+    python benchmarks/bench_models.py --models fractalresnet_d6nf32 --batch 3 --repeats 3
+
+Per model, in a fresh process each (so peak RSS is the model's): parameters, seconds of the first
+hybridized forward (graph build + run), median forward seconds, median training-step seconds
+(forward + backward + Adam update, the FT multitask loss), and peak RSS. Prints machine details, the
+command and the date, as BENCHMARKS.md records them. Absolute seconds on shared machines are noisy:
+compare numbers from one run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def measure(name: str, batch: int, size: int, repeats: int) -> dict:
+    """Run in a child process: timings of one model."""
+    sys.path.insert(0, str(ROOT))
+    import nn  # noqa: F401  (threads first)
+    from nn import MultitaskFTLoss
+
+    import mxnet as mx
+    from mxnet import autograd, gluon, nd
+
+    from mantis import get_model
+
+    net = get_model(name)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    x = nd.random.uniform(shape=(batch, 3, size, size))
+    target = nd.one_hot(nd.random.randint(0, 2, shape=(batch, size, size)).astype("float32"), 2).transpose((0, 3, 1, 2))
+    tic = time.time()
+    net(x, x)[0].wait_to_read()
+    first = time.time() - tic
+    forward = []
+    for _ in range(repeats):
+        tic = time.time()
+        net(x, x)[0].wait_to_read()
+        forward.append(time.time() - tic)
+    loss_fn = MultitaskFTLoss(depth=0)
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-3})
+    steps = []
+    for _ in range(repeats + 1):
+        tic = time.time()
+        with autograd.record():
+            loss = loss_fn(*net(x, x), target, target, target)
+        loss.backward()
+        trainer.step(batch)
+        nd.waitall()
+        steps.append(time.time() - tic)
+    params = sum(p.data().size for p in net.collect_params().values() if p.grad_req != "null")
+    return {"model": name, "parameters": int(params), "first_call_s": round(first, 2),
+            "forward_s": round(sorted(forward)[len(forward) // 2], 2),
+            "train_step_s": round(sorted(steps[1:])[len(steps[1:]) // 2], 2),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return (f"{os.cpu_count()} cores, {cpu}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (nn: cores)')}, "
+            f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}, Python {platform.python_version()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+",
+                        default=["fractalresnet_d6nf32", "ceecnetv1_d6nf32", "ceecnetv2_d6nf32"])
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.batch, args.size, args.repeats)))
+        return
+    print(f"command: {' '.join([sys.executable] + sys.argv)}")
+    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
+    print(f"machine: {machine()}")
+    print(f"batch {args.batch}, two dates of {args.size}x{args.size}, hybridized, median of {args.repeats}\n")
+    print("| model | parameters | first hybridized call s | forward s | train step s | peak RSS GiB |")
+    print("|---|---|---|---|---|---|")
+    for name in args.models:
+        out = subprocess.run([sys.executable, __file__, "--child", name, "--batch", str(args.batch), "--size",
+                              str(args.size), "--repeats", str(args.repeats)], capture_output=True, text=True)
+        if out.returncode:
+            print(f"| {name} | failed: {out.stderr.strip().splitlines()[-1]} |")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {r['model']} | {r['parameters']:,} | {r['first_call_s']} | {r['forward_s']} | {r['train_step_s']} | "
+              f"{r['peak_rss_gib']} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
