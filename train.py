@@ -180,7 +180,7 @@ def main(argv=None) -> int:
         # layer (6 of 15 identical tiny runs here; 0 of 15 without it)
         net.hybridize()
     schedule = EvolvingLossSchedule.from_depths(cfg.train.lr, cfg.train.depths, factor=cfg.train.lr_factor,
-                                                patience=cfg.train.patience)
+                                                patience=cfg.train.patience, milestones=cfg.train.milestones)
     loss_fn = MultitaskFTLoss(depth=schedule.depth, axis=tuple(cfg.train.loss_axis))
 
     # shapes first (inside autograd.record: a broadcast after an inference-mode forward fails on

@@ -141,7 +141,7 @@ def test_unknown_config_key_is_one_line(tmp_path, scenes):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: config {cfg}: unknown key 'train.batchsize' (known: batch_size, depths, loss_axis, lr, lr_factor, "
-        "max_epochs, max_steps_per_epoch, max_val_steps, patience, seed)"]
+        "max_epochs, max_steps_per_epoch, max_val_steps, milestones, patience, seed)"]
 
 
 def test_mismatched_dates_stop_with_the_file_names(tmp_path):
@@ -175,15 +175,15 @@ def test_empty_data_folder(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_model_overfits_the_real_levir_samples(tmp_path):
-    """Eight real LEVIR-CD crops: a tiny CEECNetV1 learns them (training F1 well above the all-change
+    """Eight real LEVIR-CD crops: a tiny FracTAL ResNet learns them (training F1 well above the all-change
     predictor's F1 = 2p / (1 + p), p the change fraction)."""
     samples = SHARED / "levircd_samples"
     if not samples.exists():
         pytest.skip(f"real LEVIR-CD samples not present at {samples}")
-    cfg = write_config(tmp_path, {"root": str(samples), "train_split": None, "val_split": None, "chip_size": 64,
-                                  "stride": 64},
-                       model={"name": "ceecnetv1_tiny"}, augment={"enabled": False},
-                       train={"batch_size": 8, "depths": [0], "patience": 1000, "max_epochs": 60,
+    cfg = write_config(tmp_path, {"root": str(samples), "train_split": None, "val_split": None, "chip_size": 128,
+                                  "stride": 128},
+                       model={"name": "fractalresnet_tiny"}, augment={"enabled": False},
+                       train={"batch_size": 8, "lr": 3e-3, "depths": [0], "patience": 1000, "max_epochs": 40,
                               "max_steps_per_epoch": None})
     result = run([sys.executable, "train.py", "-c", str(cfg)], timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]

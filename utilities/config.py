@@ -69,6 +69,7 @@ class TrainConfig:
     depths: List[int] = field(default_factory=lambda: [0, 10, 20, 30])
     lr_factor: float = 10.0
     patience: int = 3
+    milestones: Optional[List[int]] = None  # move on at these epochs instead of on plateaus (Section 7.2)
     max_epochs: int = 1000
     max_steps_per_epoch: Optional[int] = None
     max_val_steps: Optional[int] = None

@@ -488,7 +488,7 @@ DEFAULT_SPLITS = {"train": 4, "val": 2, "test": 2}
 
 
 def write_levircd_layout(root: Path, n_per_split: Optional[Mapping[str, int]] = None, size: int = 256,
-                         seed: int = 0) -> Path:
+                         seed: int = 0, **kwargs) -> Path:
     """Write synthetic scenes in the official LEVIR-CD layout ``root/<split>/{A,B,label}/<split>_<i>.png``.
 
     ``A`` and ``B`` hold the dates (RGB PNG), ``label`` the change mask with values 0/255, as in LEVIR-CD.
@@ -503,6 +503,8 @@ def write_levircd_layout(root: Path, n_per_split: Optional[Mapping[str, int]] = 
         Side of each (square) scene in pixels.
     seed : int
         Base seed; each scene gets its own seed derived from ``(seed, split, index)``.
+    **kwargs
+        Passed to :func:`make_layout` (e.g. ``p_new``, ``p_demolish`` for more change).
 
     Returns
     -------
@@ -516,7 +518,7 @@ def write_levircd_layout(root: Path, n_per_split: Optional[Mapping[str, int]] = 
             folder.mkdir(parents=True, exist_ok=True)
         for i in range(1, count + 1):
             scene_seed = int(np.random.SeedSequence([seed, k, i]).generate_state(1)[0])
-            date1, date2, change = generate_scene(size, size, scene_seed)
+            date1, date2, change = generate_scene(size, size, scene_seed, **kwargs)
             bgr = [cv2.cvtColor(date, cv2.COLOR_RGB2BGR) for date in (date1, date2)]
             for folder, image in zip(folders, (*bgr, change * np.uint8(255))):
                 path = folder / f"{split}_{i}.png"
