@@ -183,7 +183,7 @@ def test_tiny_model_overfits_the_real_levir_samples(tmp_path):
     cfg = write_config(tmp_path, {"root": str(samples), "train_split": None, "val_split": None, "chip_size": 128,
                                   "stride": 128},
                        model={"name": "fractalresnet_tiny"}, augment={"enabled": False},
-                       train={"batch_size": 8, "lr": 3e-3, "depths": [0], "patience": 1000, "max_epochs": 40,
+                       train={"batch_size": 8, "lr": 3e-3, "depths": [0], "patience": 1000, "max_epochs": 20,
                               "max_steps_per_epoch": None})
     result = run([sys.executable, "train.py", "-c", str(cfg)], timeout=1800)
     assert result.returncode == 0, result.stderr[-2000:]
