@@ -27,6 +27,7 @@ import yaml
 from mxnet import autograd, gluon
 
 from mantis import get_model
+from utilities.atomic import atomic_path, atomic_write_text
 from utilities.cifar10 import load_cifar10, write_fake_cifar10
 from utilities.schedule import EvolvingLossSchedule
 
@@ -77,13 +78,6 @@ def load_config(path):
     if config["loss"] == "ce" and any(config["schedule"]["depths"]):
         raise ConfigError(f"{path}: schedule.depths > 0 need loss 'ft' (cross entropy has no depth)")
     return config
-
-
-def write_atomic(path, text):
-    """Write a temporary file, then rename it over ``path`` (readers never see a partial file)."""
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def fail(message):
@@ -194,7 +188,7 @@ trainer = hvd.DistributedTrainer(net.collect_params(), opt_name, {"learning_rate
 out_dir = cfg["out_dir"]
 if rank0:
     os.makedirs(out_dir, exist_ok=True)
-    write_atomic(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
+    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
     print(f"{cfg['model']}: {len(train_x)} training / {len(val_x)} validation images, {size} process(es), "
           f"batch {cfg['batch_size']} per process, loss {cfg['loss']}")
 
@@ -221,7 +215,7 @@ for epoch in range(1, cfg["epochs"] + 1):
                     "train_accuracy": train_correct / train_count, "val_loss": val_loss, "val_accuracy": val_acc,
                     "lr": schedule.lr, "depth": schedule.depth})
     if rank0:
-        write_atomic(os.path.join(out_dir, "history.json"), json.dumps(history, indent=1))
+        atomic_write_text(os.path.join(out_dir, "history.json"), json.dumps(history, indent=1))
         print(" ".join(f"{k} {v:.4g}" for k, v in history[-1].items()), flush=True)
     if schedule.step(val_loss) and rank0:
         print(f"next stage: lr {schedule.lr:.1e}, FT depth {schedule.depth}")
@@ -231,7 +225,7 @@ for epoch in range(1, cfg["epochs"] + 1):
         break
 
 if rank0:
-    net.save_parameters(os.path.join(out_dir, "model.params.tmp"))
-    os.replace(os.path.join(out_dir, "model.params.tmp"), os.path.join(out_dir, "model.params"))
+    with atomic_path(os.path.join(out_dir, "model.params")) as tmp:
+        net.save_parameters(tmp)
 mx.nd.waitall()
 hvd.shutdown()
