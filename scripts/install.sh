@@ -62,9 +62,10 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 # ------------------------------------------------------------------ 3. pinned runtime requirements
 say "installing $REQ"
-"${PIP[@]}" install -q -r "$ROOT/$REQ"
-"${PIP[@]}" install -q --no-deps -r "$ROOT/requirements-nodeps.txt"
-[ "$DEV" = 1 ] && "${PIP[@]}" install -q -r "$ROOT/requirements-dev.txt"
+LOCK=(-c "$ROOT/requirements-lock.txt")   # transitive dependencies pinned too
+"${PIP[@]}" install -q -r "$ROOT/$REQ" "${LOCK[@]}"
+"${PIP[@]}" install -q --no-deps -r "$ROOT/requirements-nodeps.txt" "${LOCK[@]}"
+[ "$DEV" = 1 ] && "${PIP[@]}" install -q -r "$ROOT/requirements-dev.txt" "${LOCK[@]}"
 
 # ------------------------------------------------------------------ 4. Horovod with MXNet + Gloo
 # Built from source against the mxnet above; the wheel is cached outside the clone and reused.
