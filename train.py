@@ -189,6 +189,7 @@ def main(argv=None) -> int:
     with autograd.record():
         net(date1, date2)
     hvd.broadcast_parameters(net.collect_params(), root_rank=0)
+    nd.waitall()  # every parameter has rank 0's values before the first step touches it
     trainer = hvd.DistributedTrainer(net.collect_params(), "adam",
                                      {"learning_rate": schedule.lr, "beta1": 0.9, "beta2": 0.999})
     history, start = [], 1

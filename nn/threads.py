@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+#: marks a value of OMP_NUM_THREADS that :func:`configure_threads` chose (not the user)
+_AUTO = "MANTIS_AUTO_THREADS"
+
 
 def default_threads() -> int:
     """Cores available to this process divided by the local ranks sharing them (>= 1)."""
@@ -24,10 +27,18 @@ def default_threads() -> int:
 
 
 def configure_threads() -> int:
-    """Set ``OMP_NUM_THREADS`` (if unset) from ``MANTIS_THREADS`` or :func:`default_threads`; return it."""
+    """Set ``OMP_NUM_THREADS`` (if unset) from ``MANTIS_THREADS`` or :func:`default_threads`; return it.
+
+    A value this function set in a parent process (inherited, e.g. by the ranks that ``horovodrun``
+    starts from a process that imported :mod:`nn`) is recomputed for this process, not kept: only a
+    value the user set is left alone.
+    """
     if "MANTIS_THREADS" in os.environ:
         os.environ["OMP_NUM_THREADS"] = os.environ["MANTIS_THREADS"]
-    os.environ.setdefault("OMP_NUM_THREADS", str(default_threads()))
+    elif os.environ.get("OMP_NUM_THREADS") == os.environ.get(_AUTO, ""):
+        del os.environ["OMP_NUM_THREADS"]
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = os.environ[_AUTO] = str(default_threads())
     return int(os.environ["OMP_NUM_THREADS"])
 
 

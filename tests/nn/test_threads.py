@@ -30,3 +30,10 @@ def test_import_sets_threads_unless_the_user_did():
     assert _threads_in_fresh_process() == default_threads()
     assert _threads_in_fresh_process(OMP_NUM_THREADS="3") == 3
     assert _threads_in_fresh_process(OMP_NUM_THREADS="3", MANTIS_THREADS="1") == 1
+
+
+def test_a_value_chosen_for_a_parent_is_recomputed_under_horovod():
+    """horovodrun started from a process that imported nn: each rank gets cores / local ranks."""
+    parent = default_threads()
+    assert _threads_in_fresh_process(OMP_NUM_THREADS=str(parent), MANTIS_AUTO_THREADS=str(parent),
+                                     HOROVOD_LOCAL_SIZE="2") == max(parent // 2, 1)
