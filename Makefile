@@ -26,7 +26,12 @@ slow: install-dev
 ## make bench: speed and memory (results go to BENCHMARKS.md by hand, with the printed details)
 bench: install
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_models.py --batch 3 --imperative
+	$(PY) benchmarks/bench_groupnorm.py
+	$(PY) benchmarks/profile_step.py
+	$(PY) benchmarks/bench_horovod.py
+	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_inference.py --model fractalresnet_tiny --sizes 512 1024 --stride 64
 
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache
+	rm -rf .venv .pytest_cache .ruff_cache nn/kernels/libmantis_ops.so

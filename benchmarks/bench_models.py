@@ -2,10 +2,12 @@
 
     python benchmarks/bench_models.py                                 # all three D6nf32 variants, batch 1
     python benchmarks/bench_models.py --models fractalresnet_d6nf32 --batch 3 --repeats 3
+    python benchmarks/bench_models.py --batch 3 --imperative          # also without hybridize()
 
-Per model, in a fresh process each (so peak RSS is the model's): parameters, seconds of the first
-hybridized forward (graph build + run), median forward seconds, median training-step seconds
-(forward + backward + Adam update, the FT multitask loss), and peak RSS. Prints machine details, the
+Per model (and mode), in a fresh process each (so peak RSS is the model's): parameters, seconds of
+the first forward (for a hybridized model: graph build + run), median forward seconds and chips/s
+(a chip = one pair of dates), median training-step seconds and chips/s (forward + backward + Adam
+update, the FT multitask loss), and peak RSS. Prints machine details, the
 command and the date, as BENCHMARKS.md records them. Absolute seconds on shared machines are noisy:
 compare numbers from one run.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(name: str, batch: int, size: int, repeats: int) -> dict:
+def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool) -> dict:
     """Run in a child process: timings of one model."""
     sys.path.insert(0, str(ROOT))
     import nn  # noqa: F401  (threads first)
@@ -38,7 +40,8 @@ def measure(name: str, batch: int, size: int, repeats: int) -> dict:
 
     net = get_model(name)
     net.initialize(mx.init.Xavier())
-    net.hybridize()
+    if hybridize:
+        net.hybridize()
     x = nd.random.uniform(shape=(batch, 3, size, size))
     target = nd.one_hot(nd.random.randint(0, 2, shape=(batch, size, size)).astype("float32"), 2).transpose((0, 3, 1, 2))
     tic = time.time()
@@ -61,9 +64,11 @@ def measure(name: str, batch: int, size: int, repeats: int) -> dict:
         nd.waitall()
         steps.append(time.time() - tic)
     params = sum(p.data().size for p in net.collect_params().values() if p.grad_req != "null")
-    return {"model": name, "parameters": int(params), "first_call_s": round(first, 2),
-            "forward_s": round(sorted(forward)[len(forward) // 2], 2),
-            "train_step_s": round(sorted(steps[1:])[len(steps[1:]) // 2], 2),
+    forward_s, step_s = sorted(forward)[len(forward) // 2], sorted(steps[1:])[len(steps[1:]) // 2]
+    return {"model": name, "mode": "hybridized" if hybridize else "imperative", "parameters": int(params),
+            "first_call_s": round(first, 2), "forward_s": round(forward_s, 2),
+            "forward_chips_s": round(batch / forward_s, 3), "train_step_s": round(step_s, 2),
+            "train_chips_s": round(batch / step_s, 3),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
 
 
@@ -81,26 +86,33 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--imperative", action="store_true", help="also measure each model without hybridize()")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-imperative", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.batch, args.size, args.repeats)))
+        print(json.dumps(measure(args.child, args.batch, args.size, args.repeats, not args.child_imperative)))
         return
     print(f"command: {' '.join([sys.executable] + sys.argv)}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
     print(f"machine: {machine()}")
-    print(f"batch {args.batch}, two dates of {args.size}x{args.size}, hybridized, median of {args.repeats}\n")
-    print("| model | parameters | first hybridized call s | forward s | train step s | peak RSS GiB |")
-    print("|---|---|---|---|---|---|")
+    print(f"batch {args.batch}, two dates of {args.size}x{args.size}, median of {args.repeats}\n")
+    print("| model | mode | parameters | first call s | forward s | forward chips/s | train step s | "
+          "train chips/s | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
-        out = subprocess.run([sys.executable, __file__, "--child", name, "--batch", str(args.batch), "--size",
-                              str(args.size), "--repeats", str(args.repeats)], capture_output=True, text=True)
-        if out.returncode:
-            print(f"| {name} | failed: {out.stderr.strip().splitlines()[-1]} |")
-            continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {r['model']} | {r['parameters']:,} | {r['first_call_s']} | {r['forward_s']} | {r['train_step_s']} | "
-              f"{r['peak_rss_gib']} |", flush=True)
+        for imperative in [False, True] if args.imperative else [False]:
+            command = [sys.executable, __file__, "--child", name, "--batch", str(args.batch), "--size", str(args.size),
+                       "--repeats", str(args.repeats)] + (["--child-imperative"] if imperative else [])
+            out = subprocess.run(command, capture_output=True, text=True)
+            if out.returncode:
+                print(f"| {name} | {'imperative' if imperative else 'hybridized'} | failed: "
+                      f"{out.stderr.strip().splitlines()[-1]} |", flush=True)
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"| {r['model']} | {r['mode']} | {r['parameters']:,} | {r['first_call_s']} | {r['forward_s']} | "
+                  f"{r['forward_chips_s']} | {r['train_step_s']} | {r['train_chips_s']} | {r['peak_rss_gib']} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

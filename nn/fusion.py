@@ -7,7 +7,16 @@ from mxnet.gluon import HybridBlock
 
 from .attention import FTAttention2D
 from .conv import Conv2DN
-from .ops import channel_concat
+from .ops import channel_concat, scalar_times
+
+
+def scale_by_attention(F, x, gamma, att):
+    """``x * (1 + gamma * att)``: the self/relative attention fusion of eqs 14-16 (``gamma`` of shape
+    ``(1,)``, see :func:`nn.ops.scalar_times`).
+
+    Operand order matters: with ``x`` first, MXNet 1.9.1's gradient pass builds a cyclic in-place
+    gradient sum in the full models ("control dep not found in graph" when hybridized)."""
+    return (scalar_times(F, gamma, att) + 1.0) * x
 
 
 class ConcatConv2DN(HybridBlock):
@@ -62,6 +71,6 @@ class Fusion(HybridBlock):
             self.gamma2 = self.params.get("gamma2", shape=(1,), init=mx.init.Zero())
 
     def hybrid_forward(self, F, x1, x2, gamma1, gamma2):
-        out12 = x1 * F.broadcast_add(F.broadcast_mul(gamma1, self.att12(x1, x2, x2)), F.ones_like(gamma1))
-        out21 = x2 * F.broadcast_add(F.broadcast_mul(gamma2, self.att21(x2, x1, x1)), F.ones_like(gamma2))
+        out12 = scale_by_attention(F, x1, gamma1, self.att12(x1, x2, x2))
+        out21 = scale_by_attention(F, x2, gamma2, self.att21(x2, x1, x1))
         return self.fuse(channel_concat(F, out12, out21))

@@ -3,26 +3,73 @@
 The paper (Section 8.3, Appendix C) normalises with GroupNorm (Wu & He, 2018) because a GPU holds
 only ~3 chips of 256x256. Wu & He's GroupNorm normalises over groups of channels and then applies a
 *per-channel* affine transform. MXNet 1.9's ``gluon.nn.GroupNorm`` keeps one gamma/beta *per group*
-instead; :class:`GroupNorm` here restores the per-channel affine of the original definition (it runs
-MXNet's fused GroupNorm operator for the statistics and applies the affine through MXNet's BatchNorm
-operator with fixed statistics, which differentiates much faster than broadcast arithmetic). Its
-parameter count is therefore ``2 * channels`` like BatchNorm's.
+instead; :class:`GroupNorm` here restores the per-channel affine of the original definition, so its
+parameter count is ``2 * channels`` like BatchNorm's.
+
+:class:`GroupNorm` computes in one of two forms (:data:`FORMS`), with the same parameters:
+
+- ``"kernel"``: mantis's fused CPU operator ``mantis_group_norm`` (:mod:`nn.kernels`). MXNet's own
+  GroupNorm operator ran at a few hundred MB/s on CPU and was 40 % of a D6nf32 training step; the
+  fused kernel does the forward and backward about 30x faster (issue 9, BENCHMARKS.md).
+- ``"operator"``: MXNet's ``GroupNorm`` operator with unit per-group gamma / zero beta, then the
+  per-channel affine as broadcast arithmetic: the straightforward form. It runs on GPUs and exports to
+  ONNX (utilities/export.py converts MXNet's GroupNorm).
+
+The default is ``"kernel"`` on CPU-only machines where the kernel library is built, otherwise
+``"operator"``; the environment variable ``MANTIS_GROUPNORM`` or :func:`groupnorm_form` overrides it.
+The form is read when a network's graph is built (its first call after ``hybridize()``).
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, Dict
+import os
+from typing import Callable, Dict, Iterator, Optional
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
 
-#: BatchNorm's epsilon in the affine of :class:`GroupNorm` (cuDNN needs >= 1e-5); the fixed variance is
-#: ``1 - eps`` so that ``sqrt(var + eps) == 1``
-_AFFINE_EPS = 1e-5
+from . import kernels
+
+#: the ways :class:`GroupNorm` can compute (module docstring)
+FORMS = ("kernel", "operator")
+
+_forced: Optional[str] = None
+
+
+def _checked(form: str, source: str) -> str:
+    if form not in FORMS:
+        raise ValueError(f"{source}: unknown GroupNorm form {form!r}; choose one of {', '.join(FORMS)}")
+    if form == "kernel" and not kernels.load():
+        raise ValueError(f"{source}: GroupNorm form 'kernel' needs {kernels.LIBRARY}; run `bash scripts/install.sh`")
+    return form
+
+
+def current_form() -> str:
+    """The form :class:`GroupNorm` computes in now (see the module docstring)."""
+    if _forced:
+        return _forced
+    if "MANTIS_GROUPNORM" in os.environ:
+        return _checked(os.environ["MANTIS_GROUPNORM"], "MANTIS_GROUPNORM")
+    return "kernel" if mx.context.num_gpus() == 0 and kernels.load() else "operator"
+
+
+@contextlib.contextmanager
+def groupnorm_form(form: str) -> Iterator[None]:
+    """Build graphs with GroupNorm in ``form`` inside the ``with`` block (e.g. ``"operator"`` for ONNX)."""
+    global _forced
+    previous, _forced = _forced, _checked(form, "groupnorm_form")
+    try:
+        yield
+    finally:
+        _forced = previous
 
 
 class GroupNorm(HybridBlock):
-    """Group normalisation with a per-channel affine (Wu & He, 2018, eq. 1-3).
+    """Group normalisation with a per-channel affine (Wu & He, 2018, eqs. 1-3).
+
+    ``y[b, c] = gamma[c] * (x[b, c] - mean[b, g]) / sqrt(var[b, g] + eps) + beta[c]``, with the mean and
+    the biased variance of sample ``b`` over the channels of group ``g = c // (C / G)`` and all pixels.
 
     Parameters
     ----------
@@ -43,20 +90,14 @@ class GroupNorm(HybridBlock):
         with self.name_scope():
             self.gamma = self.params.get("gamma", shape=(channels,), init=mx.init.One())
             self.beta = self.params.get("beta", shape=(channels,), init=mx.init.Zero())
-            # unit scale / zero shift for the operator's per-group affine (not learned)
-            self.group_one = self.params.get_constant("group_one", mx.nd.ones((self.num_groups,)))
-            self.group_zero = self.params.get_constant("group_zero", mx.nd.zeros((self.num_groups,)))
-            # statistics that make BatchNorm(use_global_stats) the identity before its affine
-            self.stat_mean = self.params.get_constant("stat_mean", mx.nd.zeros((channels,)))
-            self.stat_var = self.params.get_constant("stat_var", mx.nd.full((channels,), 1.0 - _AFFINE_EPS))
 
-    def hybrid_forward(self, F, x, gamma, beta, group_one, group_zero, stat_mean, stat_var):
-        x = F.GroupNorm(x, group_one, group_zero, num_groups=self.num_groups, eps=self.epsilon)
-        # the per-channel affine gamma * x + beta, run as BatchNorm with fixed statistics (mean 0,
-        # variance 1): the same values, and ~25x faster to differentiate on CPU than broadcast_mul /
-        # broadcast_add, whose backward reduces over batch and pixels with MXNet's slow generic kernel
-        return F.BatchNorm(x, gamma, beta, stat_mean, stat_var, eps=_AFFINE_EPS, use_global_stats=True,
-                           fix_gamma=False, axis=1)
+    def hybrid_forward(self, F, x, gamma, beta):
+        if current_form() == "kernel":
+            return F.mantis_group_norm(x, gamma, beta, num_groups=self.num_groups, eps=self.epsilon)[0]
+        group_ones = F.ones_like(F.slice_axis(gamma, axis=0, begin=0, end=self.num_groups))
+        x = F.GroupNorm(x, group_ones, F.zeros_like(group_ones), num_groups=self.num_groups, eps=self.epsilon)
+        return F.broadcast_add(F.broadcast_mul(x, F.reshape(gamma, shape=(1, -1, 1, 1))),
+                               F.reshape(beta, shape=(1, -1, 1, 1)))
 
     def __repr__(self) -> str:
         return f"GroupNorm(channels={self.channels}, num_groups={self.num_groups})"

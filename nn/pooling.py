@@ -11,10 +11,21 @@ from .ops import channel_concat
 def grid_max_pool(F, x, cells: int):
     """Max over each of ``cells x cells`` equal blocks of ``x`` (B, C, H, W), broadcast back over its
     block; ``H`` and ``W`` must be divisible by ``cells``. Shape-agnostic (no shape inference), so it
-    hybridizes for any input size."""
-    blocks = x.reshape((0, 0, -4, cells, -1, -4, cells, -1))     # (B, C, n, H/n, n, W/n)
-    peak = F.max(blocks, axis=(3, 5), keepdims=True)             # (B, C, n, 1, n, 1)
-    return F.broadcast_like(peak, blocks).reshape((0, 0, -3, -3))
+    hybridizes for any input size.
+
+    The maxima are spread over their blocks by two batched products with rows/columns of ones (same
+    values), first over the block width, then over the block height: MXNet 1.9.1's CPU backward of
+    ``broadcast_like`` sums the gradient with a slow generic kernel, ``batch_dot``'s backward is fast
+    matrix products.
+    """
+    n = cells
+    grid = x.reshape((-3, -4, n, -1, -4, n, -1))                                          # (B C, n, H/n, n, W/n)
+    peak = F.max(grid, axis=(2, 4)).reshape((-1, n, 1))                                   # (B C n, n, 1)
+    row = F.slice(grid, begin=(None, None, 0, 0, None), end=(None, None, 1, 1, None))     # (B C, n, 1, 1, W/n)
+    column = F.slice(grid, begin=(None, None, None, 0, 0), end=(None, None, None, 1, 1))  # (B C, n, H/n, 1, 1)
+    wide = F.batch_dot(peak, F.ones_like(row).reshape((-3, 0, -3)))                       # (B C n, n, W/n)
+    out = F.batch_dot(F.ones_like(column).reshape((-3, 0, -3)), wide.reshape((0, 1, -1)))  # (B C n, H/n, W)
+    return F.reshape_like(out, x)
 
 
 class PSPPooling(HybridBlock):

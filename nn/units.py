@@ -9,18 +9,13 @@ from mxnet.gluon import HybridBlock, nn
 
 from .attention import FTAttention2D
 from .conv import Conv2DN
-from .fusion import ConcatConv2DN, Fusion
+from .fusion import ConcatConv2DN, Fusion, scale_by_attention
 from .norm import get_norm
 
 
 def upsample2x(F, x):
     """Bilinear x2 resize of the spatial axes (the paper's E operation, Listings 6-7)."""
     return F.contrib.BilinearResize2D(x, scale_height=2.0, scale_width=2.0)
-
-
-def scale_by_attention(F, x, gamma, att):
-    """``x * (1 + gamma * att)``: the self/relative attention fusion of eqs 14-16."""
-    return x + x * F.broadcast_mul(gamma, att)
 
 
 class ResBlock(HybridBlock):

@@ -45,13 +45,14 @@ fi
 # ------------------------------------------------------------------ 2. the venv and its stamp
 # The stamp holds a hash of everything that decides the install; equal hash = nothing to do.
 stamp_inputs() {
-    cat "$ROOT"/requirements*.txt "$ROOT/scripts/install.sh"
+    cat "$ROOT"/requirements*.txt "$ROOT/scripts/install.sh" "$ROOT"/nn/kernels/*.cc "$ROOT/nn/kernels/__init__.py"
     echo "req=$REQ py=$("$PY" -c 'import sys; print(sys.version)')"
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
 # A --dev install is a superset of a plain one, so it satisfies both.
 have=$(cat "$VENV/.mantis-stamp" 2>/dev/null || true)
 if { [ "$have" = "$want dev" ] || { [ "$DEV" = 0 ] && [ "$have" = "$want" ]; }; } \
+   && [ -f "$ROOT/nn/kernels/libmantis_ops.so" ] \
    && "$VENV/bin/python" -c 'import mxnet, horovod.mxnet' 2>/dev/null; then
     say "environment up to date ($VENV)"
     exit 0
@@ -87,7 +88,11 @@ if ! "$VENV/bin/python" -c 'import horovod.mxnet' 2>/dev/null; then
     "${PIP[@]}" install -q --no-deps "$wheel_dir"/horovod-*.whl
 fi
 
-# ------------------------------------------------------------------ 5. checks
+# ------------------------------------------------------------------ 5. mantis's CPU kernels (nn/kernels)
+say "building nn/kernels/libmantis_ops.so"
+(cd "$ROOT" && "$VENV/bin/python" -m nn.kernels)
+
+# ------------------------------------------------------------------ 6. checks
 "$VENV/bin/python" - <<'EOF'
 import numpy, mxnet
 assert numpy.__version__ == "1.23.5", f"numpy {numpy.__version__} was installed; mxnet 1.9.1 needs 1.23.5"

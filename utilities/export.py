@@ -12,8 +12,9 @@ blocks, each mended here without touching the installed package:
   normalise with means taken in two stages, the operator's per-group gamma/beta, reshape back. (Not
   ``InstanceNormalization``, the obvious mapping: onnxruntime's one-pass float32 reductions make it
   1e-3 wrong on the large groups of full-resolution layers.)
-  (mantis's :class:`nn.norm.GroupNorm` runs the operator with unit gamma / zero beta and applies its
-  per-channel affine as broadcast operators, which export as they are.)
+  (mantis's :class:`nn.norm.GroupNorm` is exported in its ``"operator"`` form: the operator with unit
+  gamma / zero beta, then its per-channel affine as broadcast operators, which export as they are. Its
+  fused CPU kernel has no ONNX counterpart.)
 - ``scalar - x`` and ``scalar / x`` are exported as ``x - scalar`` and ``x / scalar`` when ``x`` is a weight
   of a named block (the crisp sigmoid's clamp, eq. 18): replaced by :func:`register_converters`.
 - Reductions are written in the opset-13 form (``axes`` as an attribute), which ONNX's checker rejects
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple, Union
 
 import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
+from nn.norm import groupnorm_form
 
 import mxnet as mx
 import numpy as np
@@ -297,7 +299,8 @@ def exported_network(predictor: Predictor) -> gluon.HybridBlock:
 def network_symbol(net: gluon.HybridBlock) -> Tuple[mx.sym.Symbol, Dict[str, mx.nd.NDArray]]:
     """The network's symbol with inputs :data:`INPUT_NAMES`, one identity output per name of
     :data:`OUTPUT_NAMES`, and its parameters by symbol name."""
-    outputs = net(*(mx.sym.var(n) for n in INPUT_NAMES))
+    with groupnorm_form("operator"):
+        outputs = net(*(mx.sym.var(n) for n in INPUT_NAMES))
     if len(outputs) != len(OUTPUT_NAMES):
         raise ExportError(f"the network has {len(outputs)} outputs, expected {len(OUTPUT_NAMES)} "
                           f"({', '.join(OUTPUT_NAMES)})")

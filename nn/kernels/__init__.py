@@ -1,0 +1,63 @@
+"""mantis's own CPU operators: an MXNet 1.9 custom-operator library (``mxnet/lib_api.h``).
+
+One operator so far, ``mantis_group_norm`` (``group_norm.cc``): GroupNorm with a per-channel affine,
+forward and backward, because MXNet's own GroupNorm operator was 40 % of a training step on CPU and no
+composition of MXNet operators came near a fused kernel (issue 9, BENCHMARKS.md). ``scripts/install.sh``
+builds the library (``python -m nn.kernels``); :func:`load` registers its operators with MXNet.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import mxnet as mx
+
+#: the built library (not in git; built by scripts/install.sh)
+LIBRARY = Path(__file__).with_name("libmantis_ops.so")
+#: the C++ sources compiled into it
+SOURCES = sorted(Path(__file__).parent.glob("*.cc"))
+
+_loaded: Optional[bool] = None
+
+
+def build(out: Path = LIBRARY) -> Path:
+    """Compile :data:`SOURCES` with MXNet's ``lib_api`` into ``out`` (atomically); return ``out``.
+
+    ``-O3 -fopenmp`` without ``-march``: the library may be built on a login node and run on compute
+    nodes of another CPU generation. ``-Bsymbolic`` binds the library's calls into its own copy of
+    ``lib_api.cc``: libmxnet.so exports the same ``mxnet::ext`` symbols, and without it loading the
+    library next to Horovod's MXNet extension crashed (SIGFPE / "free(): invalid pointer").
+    """
+    mxnet_dir = Path(mx.__file__).parent
+    compiler = os.environ.get("CXX", "g++")
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        partial = Path(tmp) / out.name
+        command = [compiler, "-O3", "-fPIC", "-shared", "-std=c++17", "-fopenmp", "-Wl,-Bsymbolic",
+                   f"-I{mxnet_dir / 'include'}", *map(str, SOURCES), str(mxnet_dir / "src" / "lib_api.cc"),
+                   "-o", str(partial)]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True)
+        except FileNotFoundError:
+            raise RuntimeError(f"no C++ compiler {compiler!r} found to build {out.name}: install g++ (Debian: "
+                               f"apt-get install g++) or set CXX") from None
+        if result.returncode:
+            raise RuntimeError(f"building {out.name} failed ({' '.join(command)}):\n{result.stderr}")
+        partial.replace(out)
+    return out
+
+
+def load() -> bool:
+    """Register the library's operators with MXNet (once); False, with a warning, if it is not built."""
+    global _loaded
+    if _loaded is None:
+        _loaded = LIBRARY.exists()
+        if _loaded:
+            mx.library.load(str(LIBRARY), False)
+        else:
+            warnings.warn(f"{LIBRARY} is not built, so GroupNorm runs MXNet's much slower operator: run "
+                          f"`bash scripts/install.sh` (or `python -m nn.kernels`)", stacklevel=2)
+    return _loaded

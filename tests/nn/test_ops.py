@@ -1,0 +1,89 @@
+"""The matrix-product forms that replace MXNet broadcast operators (nn.ops.scalar_times,
+nn.fusion.scale_by_attention, nn.attention.average_weight, nn.pooling.grid_max_pool, SigmoidCrisp's
+division): same values and gradients as the broadcast forms, imperative and hybridized."""
+from nn.activations import SigmoidCrisp
+from nn.attention import average_weight
+from nn.fusion import scale_by_attention
+from nn.ops import scalar_times
+from nn.pooling import grid_max_pool
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet.gluon import nn as gnn
+
+
+def values_and_grads(fn, arrays, hybridize):
+    """Output of ``fn(F, *arrays)`` and the gradients of ``sum(output * w)`` (fixed random ``w``) for each input."""
+    block = gnn.HybridLambda(fn)
+    if hybridize:
+        block.hybridize()
+    xs = [mx.nd.array(a) for a in arrays]
+    for x in xs:
+        x.attach_grad()
+    with mx.autograd.record():
+        out = block(*xs)
+        loss = (out * mx.nd.array(np.random.RandomState(7).randn(*out.shape))).sum()
+    loss.backward()
+    return [out.asnumpy()] + [x.grad.asnumpy() for x in xs]
+
+
+def assert_same(new, ref):
+    assert len(new) == len(ref)
+    for n, r in zip(new, ref):
+        assert n.shape == r.shape
+        np.testing.assert_allclose(n, r, rtol=1e-5, atol=1e-5 * max(np.abs(r).max(), 1.0))
+
+
+def pool_case(cells):
+    def ref(F, x):
+        blocks = x.reshape((0, 0, -4, cells, -1, -4, cells, -1))
+        return F.broadcast_like(F.max(blocks, axis=(3, 5), keepdims=True), blocks).reshape((0, 0, -3, -3))
+
+    return lambda F, x: grid_max_pool(F, x, cells), ref
+
+
+# name -> (new form, broadcast form, input shapes); batch of 2 and non-square H, W
+CASES = {
+    "scalar_times": (scalar_times, lambda F, g, x: F.broadcast_mul(g, x), [(1,), (2, 3, 5, 7)]),
+    "scalar_times-b1": (scalar_times, lambda F, g, x: F.broadcast_mul(g, x), [(1,), (1, 4, 6, 2)]),
+    "scale_by_attention": (scale_by_attention, lambda F, x, g, att: x + x * F.broadcast_mul(g, att),
+                           [(2, 3, 5, 7), (1,), (2, 3, 5, 7)]),
+    "average_weight": (average_weight, lambda F, chan, spat: (0.5 * F.broadcast_add(chan, spat)).reshape((0, 0, -1)),
+                       [(2, 3, 1, 1), (2, 1, 5, 7)]),
+    "grid_max_pool-1": (*pool_case(1), [(2, 3, 6, 10)]),
+    "grid_max_pool-2": (*pool_case(2), [(2, 3, 6, 10)]),
+    "grid_max_pool-4": (*pool_case(4), [(2, 2, 8, 12)]),
+}
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_values_and_gradients_as_broadcast_form(name, hybridize):
+    new, ref, shapes = CASES[name]
+    arrays = [np.random.randn(*s).astype(np.float32) for s in shapes]
+    assert_same(values_and_grads(new, arrays, hybridize), values_and_grads(ref, arrays, False))
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_sigmoid_crisp_matches_broadcast_division(hybridize):
+    """SigmoidCrisp (x times 1/gamma) has the values and the x and gamma gradients of sigmoid(x / gamma)."""
+    block = SigmoidCrisp()
+    block.initialize()
+    block.gamma.set_data(mx.nd.array([0.6]))
+    if hybridize:
+        block.hybridize()
+    x = np.random.randn(2, 2, 6, 10).astype(np.float32) * 3
+    w = mx.nd.array(np.random.randn(*x.shape))
+    xs = [mx.nd.array(x), mx.nd.array(x)]
+    gamma = mx.nd.array([0.6])
+    for a in (*xs, gamma):
+        a.attach_grad()
+    with mx.autograd.record():
+        out = block(xs[0])
+        (out * w).sum().backward()
+    with mx.autograd.record():
+        ref = mx.nd.sigmoid(mx.nd.broadcast_div(xs[1], gamma))
+        (ref * w).sum().backward()
+    assert_same([out.asnumpy(), xs[0].grad.asnumpy(), block.gamma.grad().asnumpy()],
+                [ref.asnumpy(), xs[1].grad.asnumpy(), gamma.grad.asnumpy()])
