@@ -1,11 +1,13 @@
 """The matrix-product forms that replace MXNet broadcast operators (nn.ops.scalar_times,
 nn.fusion.scale_by_attention, nn.attention.average_weight, nn.pooling.grid_max_pool, SigmoidCrisp's
-division): same values and gradients as the broadcast forms, imperative and hybridized."""
+division) and BilinearResize2D (nn.units.upsample2x): same values and gradients as the operators they
+replace, imperative and hybridized."""
 from nn.activations import SigmoidCrisp
 from nn.attention import average_weight
 from nn.fusion import scale_by_attention
 from nn.ops import scalar_times
 from nn.pooling import grid_max_pool
+from nn.units import upsample2x
 
 import mxnet as mx
 import numpy as np
@@ -57,12 +59,31 @@ CASES = {
 }
 
 
+def bilinear_resize2x(F, x):
+    """The operator upsample2x replaces (align_corners=True, MXNet's default)."""
+    return F.contrib.BilinearResize2D(x, scale_height=2.0, scale_width=2.0)
+
+
+# odd, even, non-square sizes and the edge sizes 1 and 2 of H and W
+CASES.update({f"upsample2x-{h}x{w}": (upsample2x, bilinear_resize2x, [(2, 3, h, w)])
+              for h, w in [(5, 7), (8, 6), (1, 1), (1, 4), (5, 1), (2, 2), (2, 9), (17, 33)]})
+
+
 @pytest.mark.parametrize("hybridize", [False, True])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_same_values_and_gradients_as_broadcast_form(name, hybridize):
     new, ref, shapes = CASES[name]
     arrays = [np.random.randn(*s).astype(np.float32) for s in shapes]
     assert_same(values_and_grads(new, arrays, hybridize), values_and_grads(ref, arrays, False))
+
+
+def test_upsample2x_hybridized_graph_follows_the_input_size():
+    """One hybridized graph serves inputs of different sizes: the interpolation matrices come from the shape."""
+    block = gnn.HybridLambda(upsample2x)
+    block.hybridize()
+    for shape in [(1, 2, 3, 5), (2, 2, 6, 4), (1, 2, 3, 5)]:
+        x = mx.nd.array(np.random.randn(*shape))
+        np.testing.assert_allclose(block(x).asnumpy(), bilinear_resize2x(mx.nd, x).asnumpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
