@@ -29,6 +29,7 @@ bench: install
 	$(PY) benchmarks/bench_models.py --batch 3 --imperative
 	$(PY) benchmarks/bench_groupnorm.py
 	$(PY) benchmarks/profile_step.py
+	$(PY) benchmarks/flops.py
 	$(PY) benchmarks/bench_horovod.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_inference.py --model fractalresnet_tiny --sizes 512 1024 --stride 64

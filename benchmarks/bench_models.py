@@ -106,8 +106,9 @@ def main() -> None:
                        "--repeats", str(args.repeats)] + (["--child-imperative"] if imperative else [])
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode:
-                print(f"| {name} | {'imperative' if imperative else 'hybridized'} | failed: "
-                      f"{out.stderr.strip().splitlines()[-1]} |", flush=True)
+                lines = out.stderr.strip().splitlines()
+                reason = lines[-1] if lines else f"exit code {out.returncode}, no message (killed: out of memory?)"
+                print(f"| {name} | {'imperative' if imperative else 'hybridized'} | failed: {reason} |", flush=True)
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"| {r['model']} | {r['mode']} | {r['parameters']:,} | {r['first_call_s']} | {r['forward_s']} | "

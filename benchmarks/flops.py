@@ -3,11 +3,14 @@
     python benchmarks/flops.py                                  # the three D6nf32 variants, batch 1, 256x256
     python benchmarks/flops.py --models fractalresnet_d6nf32 --step-seconds 8.1
 
-Counts multiply-adds as 2 FLOPs in every Convolution, Deconvolution, FullyConnected, dot and batch_dot
-node of the forward graph (shapes from MXNet's shape inference); element-wise operators, reductions
-and normalisation are listed apart, as one FLOP per output element, since they are bound by memory, not
-arithmetic. A training step is counted as 3x the forward's matrix FLOPs (backward: one product for the
-input gradient, one for the weight gradient). The peak is measured here: ``mx.nd.dot`` of two 2048x2048
+Counts multiply-adds as 2 FLOPs in every Convolution, Deconvolution and FullyConnected node of the
+forward graph (shapes from MXNet's shape inference): the network's own arithmetic. ``dot`` and
+``batch_dot`` nodes are counted apart: mantis uses them as fast forms of sums, broadcasts and the
+bilinear upsampling (mostly multiplications by ones or by sparse interpolation matrices), so their
+FLOPs are real work for the CPU but not the model's. Element-wise operators, reductions and
+normalisation are listed apart too, as one operation per output element (memory-bound work). A
+training step is counted as 3x the forward's network FLOPs (backward: one product for the input
+gradient, one for the weight gradient). The peak is measured here: ``mx.nd.dot`` of two 2048x2048
 float32 matrices, median of 5, at the current thread setting. With ``--step-seconds`` (a measured
 training step, e.g. from bench_models.py) it prints the fraction of that peak the step reaches.
 """
@@ -33,7 +36,8 @@ from bench_models import machine  # noqa: E402
 
 from mantis import get_model  # noqa: E402
 
-MATRIX_OPS = ("Convolution", "Deconvolution", "FullyConnected", "dot", "batch_dot")
+NETWORK_OPS = ("Convolution", "Deconvolution", "FullyConnected")
+FORM_OPS = ("dot", "batch_dot")
 
 
 def _kernel_macs(op: str, attrs: dict, in_shapes: list, out_shape: Tuple[int, ...]) -> int:
@@ -54,7 +58,7 @@ def _kernel_macs(op: str, attrs: dict, in_shapes: list, out_shape: Tuple[int, ..
 
 
 def count(name: str, size: int, batch: int) -> Dict[str, float]:
-    """Forward GFLOP of the model's matrix nodes and element-wise nodes."""
+    """Forward GFLOP of the network's matrix nodes, of the dot/batch_dot forms, and element-wise operations."""
     net = get_model(name)
     net.initialize()
     outputs = net(mx.sym.var("date1"), mx.sym.var("date2"))
@@ -73,17 +77,21 @@ def count(name: str, size: int, batch: int) -> Dict[str, float]:
             key = f"{node['name']}_output{entry[1]}"
         return tuple(shapes[key])
 
-    matrix, elementwise = 0, 0
+    network, forms, elementwise = 0, 0, 0
     for i, node in enumerate(nodes):
         if node["op"] == "null":
             continue
         out_shape = entry_shape([i, 0])
-        if node["op"] in MATRIX_OPS:
+        if node["op"] in NETWORK_OPS + FORM_OPS:
             in_shapes = [entry_shape(e) for e in node["inputs"]]
-            matrix += 2 * _kernel_macs(node["op"], node.get("attrs", {}), in_shapes, out_shape)
+            flops = 2 * _kernel_macs(node["op"], node.get("attrs", {}), in_shapes, out_shape)
+            if node["op"] in NETWORK_OPS:
+                network += flops
+            else:
+                forms += flops
         elif node["op"] not in ("Reshape", "reshape_like", "slice_axis", "ones_like", "zeros_like", "BlockGrad"):
             elementwise += int(np.prod(out_shape))
-    return {"matrix_gflop": matrix / 1e9, "elementwise_gflop": elementwise / 1e9}
+    return {"network_gflop": network / 1e9, "forms_gflop": forms / 1e9, "elementwise_gflop": elementwise / 1e9}
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -111,16 +119,16 @@ def main() -> None:
     print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
     print(f"machine: {machine()}; measured matmul peak {peak:.0f} GFLOP/s (mx.nd.dot 2048x2048)")
     print(f"batch {args.batch}, two dates of {args.size}x{args.size}\n")
-    print("| model | forward GFLOP (matrix) | forward G element-wise ops | step GFLOP (3x matrix) | step s | "
-          "fraction of matmul peak |")
-    print("|---|---|---|---|---|---|")
+    print("| model | forward GFLOP (network) | forward GFLOP (dot/batch_dot forms) | forward G element-wise ops | "
+          "step GFLOP (3x network) | step s | fraction of matmul peak |")
+    print("|---|---|---|---|---|---|---|")
     for i, name in enumerate(args.models):
         c = count(name, args.size, args.batch)
-        step = 3 * c["matrix_gflop"]
+        step = 3 * c["network_gflop"]
         seconds = args.step_seconds[i] if i < len(args.step_seconds) else None
         fraction = f"{100 * step / seconds / peak:.1f} %" if seconds else "-"
-        print(f"| {name} | {c['matrix_gflop']:.1f} | {c['elementwise_gflop']:.1f} | {step:.1f} | "
-              f"{seconds if seconds else '-'} | {fraction} |", flush=True)
+        print(f"| {name} | {c['network_gflop']:.1f} | {c['forms_gflop']:.1f} | {c['elementwise_gflop']:.1f} | "
+              f"{step:.1f} | {seconds if seconds else '-'} | {fraction} |", flush=True)
 
 
 if __name__ == "__main__":
