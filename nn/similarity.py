@@ -56,32 +56,45 @@ def tanimoto_terms(F, p, l, axis: Axis = (2, 3)) -> Tuple[object, object, object
     return inner, sum_of_products(F, 1.0 - p, 1.0 - l, axis), sum_of_products(F, diff, diff, axis)
 
 
-def _ratio(inner, dist, depth: float, smooth: float):
-    """Eq. 5 from its sums: ``(inner + s) / (2^depth * dist + inner + s)``."""
-    return (inner + smooth) / (2.0 ** depth * dist + inner + smooth)
+def _ratio(numerator, scaled_dist):
+    """Eq. 5 from its sums: ``numerator / (scaled_dist + numerator)`` with ``numerator = p.l + s`` and
+    ``scaled_dist = 2^d * sum (p - l)^2``."""
+    return numerator / (scaled_dist + numerator)
+
+
+def _scaled(dist, depth: float):
+    """``2^depth * dist`` (``dist`` itself at depth 0: one graph node fewer)."""
+    return dist if depth == 0 else (2.0 ** depth) * dist
 
 
 def fractal_tanimoto(F, p, l, depth: float = 0, axis: Axis = (2, 3), smooth: float = 1e-5):
     """Fractal Tanimoto ``T^d(p, l)`` of eq. 5 (no complement). ``depth`` may be any real >= 0."""
     diff = p - l
-    return _ratio(sum_of_products(F, p, l, axis), sum_of_products(F, diff, diff, axis), depth, smooth)
+    return _ratio(sum_of_products(F, p, l, axis) + smooth, _scaled(sum_of_products(F, diff, diff, axis), depth))
 
 
 def fractal_tanimoto_complement(F, p, l, depth: float = 0, axis: Axis = (2, 3), smooth: float = 1e-5):
     """Fractal Tanimoto with complement ``FT^d(p, l)`` of eq. 7."""
     inner, inner_c, dist = tanimoto_terms(F, p, l, axis)
-    return 0.5 * (_ratio(inner, dist, depth, smooth) + _ratio(inner_c, dist, depth, smooth))
+    scaled = _scaled(dist, depth)
+    return 0.5 * (_ratio(inner + smooth, scaled) + _ratio(inner_c + smooth, scaled))
 
 
 def mean_fractal_tanimoto(F, p, l, depth: int = 0, axis: Axis = (2, 3), smooth: float = 1e-5):
-    """Depth-averaged fractal Tanimoto with complement ``<FT>^d`` of eq. 8 (``<FT>^0 = FT^0``)."""
+    """Depth-averaged fractal Tanimoto with complement ``<FT>^d`` of eq. 8 (``<FT>^0 = FT^0``).
+
+    The smoothed numerators are computed once and shared by every depth (the FracTAL's graph has one
+    such average per similarity: fewer nodes build faster)."""
     if depth < 0 or int(depth) != depth:
         raise ValueError(f"the depth of <FT>^d must be an integer >= 0, got {depth!r}")
     inner, inner_c, dist = tanimoto_terms(F, p, l, axis)
+    numerator, numerator_c = inner + smooth, inner_c + smooth
     terms = max(int(depth), 1)
-    total = 0
+    total = None
     for i in range(terms):
-        total = total + _ratio(inner, dist, i, smooth) + _ratio(inner_c, dist, i, smooth)
+        scaled = _scaled(dist, i)
+        term = _ratio(numerator, scaled) + _ratio(numerator_c, scaled)
+        total = term if total is None else total + term
     return total * (0.5 / terms)
 
 
