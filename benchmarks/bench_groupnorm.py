@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Dict, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -26,18 +25,8 @@ from nn.norm import FORMS, groupnorm_form  # noqa: E402
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_models import machine  # noqa: E402
+from bench_models import machine, median_seconds  # noqa: E402
 from mxnet import autograd, nd  # noqa: E402
-
-
-def median_ms(fn: Callable[[], None], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return 1e3 * float(np.median(times))
 
 
 def run_form(form: str, shape: Tuple[int, ...], repeats: int, seed: int = 0) -> Dict[str, object]:
@@ -62,7 +51,9 @@ def run_form(form: str, shape: Tuple[int, ...], repeats: int, seed: int = 0) -> 
             y.backward(dy)
             nd.waitall()
 
-        fwd, step = median_ms(forward, repeats), median_ms(train, repeats)
+        forward()  # warm-up: graph build
+        train()
+        fwd, step = 1e3 * median_seconds(forward, repeats), 1e3 * median_seconds(train, repeats)
         with autograd.record():
             y = block(x)
         y.backward(dy)

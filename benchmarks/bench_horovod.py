@@ -24,16 +24,14 @@ import datetime
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
-from bench_models import machine
+from bench_models import machine, median_seconds, random_target
 
 if TYPE_CHECKING:
     from mxnet import gluon, nd
@@ -52,16 +50,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2], help="rank counts to launch")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # inside horovodrun: JSON file that rank 0 writes
     return parser.parse_args(argv)
-
-
-def median_seconds(action: Callable[[], None], repeats: int) -> float:
-    """Median wall time of ``action`` (which waits for MXNet itself)."""
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
 
 
 def train_step(net: gluon.HybridBlock, trainer: gluon.Trainer, loss_fn: gluon.loss.Loss, x: nd.NDArray,
@@ -103,8 +91,7 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     net.initialize(mx.init.Xavier())
     net.hybridize()
     x = nd.random.uniform(shape=(args.batch, 3, args.size, args.size))
-    labels = nd.random.randint(0, 2, shape=(args.batch, args.size, args.size)).astype("float32")
-    target = nd.one_hot(labels, 2).transpose((0, 3, 1, 2))
+    target = random_target(args.batch, args.size)
     with autograd.record():  # shapes first, inside record, as train.py does before broadcasting
         net(x, x)
     hvd.broadcast_parameters(net.collect_params(), root_rank=0)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -30,6 +29,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from bench_models import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 #: forward passes after the first before the model's memory is measured (its steady state)
@@ -98,15 +99,6 @@ def measure(args: argparse.Namespace, size: int, folder: Path) -> dict:
                 rss_added_mib=rss_peak - rss_model, threads=os.environ.get("OMP_NUM_THREADS"))
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{len(os.sched_getaffinity(0))} cores ({os.cpu_count()} online), {cpu}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset: nn sets it per process)')}, "
-            f"load average {load}")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.child is not None:
@@ -115,7 +107,7 @@ def main(argv=None) -> int:
     command = shlex.join([sys.executable, *sys.argv])
     print(f"command: {command}")
     print(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}; Python {platform.python_version()}")
+    print(f"machine: {machine()}")
     print(f"model {args.model}, window {args.window}, stride {args.stride}, batch {args.batch_size}, random "
           f"weights; synthetic uint8 RGB GeoTIFF pairs; every size in a fresh process")
     print()

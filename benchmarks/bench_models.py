@@ -19,10 +19,12 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,7 @@ def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool) -> 
     if hybridize:
         net.hybridize()
     x = nd.random.uniform(shape=(batch, 3, size, size))
-    target = nd.one_hot(nd.random.randint(0, 2, shape=(batch, size, size)).astype("float32"), 2).transpose((0, 3, 1, 2))
+    target = random_target(batch, size)
     tic = time.time()
     net(x, x)[0].wait_to_read()
     first = time.time() - tic
@@ -70,6 +72,24 @@ def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool) -> 
             "forward_chips_s": round(batch / forward_s, 3), "train_step_s": round(step_s, 2),
             "train_chips_s": round(batch / step_s, 3),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+
+
+def median_seconds(action: Callable[[], None], repeats: int) -> float:
+    """Median wall time of ``action`` (which waits for MXNet itself)."""
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def random_target(batch: int, size: int):
+    """A random binary change mask as the one-hot (batch, 2, size, size) target of every head."""
+    from mxnet import nd
+
+    labels = nd.random.randint(0, 2, shape=(batch, size, size)).astype("float32")
+    return nd.one_hot(labels, 2).transpose((0, 3, 1, 2))
 
 
 def machine() -> str:

@@ -27,7 +27,7 @@ import nn  # noqa: E402,F401  (sets the OpenMP threads before MXNet loads)
 from nn import MultitaskFTLoss  # noqa: E402
 
 import mxnet as mx  # noqa: E402
-from bench_models import machine  # noqa: E402
+from bench_models import machine, random_target  # noqa: E402
 from mxnet import autograd, gluon, nd  # noqa: E402
 
 from mantis import get_model  # noqa: E402
@@ -63,8 +63,7 @@ def main() -> None:
     net.hybridize()
     shape = (args.batch, 3, args.size, args.size)
     x1, x2 = nd.random.uniform(shape=shape), nd.random.uniform(shape=shape)
-    labels = nd.random.randint(0, 2, shape=(args.batch, args.size, args.size)).astype("float32")
-    target = nd.one_hot(labels, 2).transpose((0, 3, 1, 2))
+    target = random_target(args.batch, args.size)
     loss_fn = MultitaskFTLoss(depth=0)
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-4})
 
