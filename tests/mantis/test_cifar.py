@@ -121,3 +121,25 @@ def test_paper_size_parameter_counts():
     # each block has a different size (Section 7.1), growing in the order of Fig. 8's ranking
     assert [counts[n] for n in PAPER] == sorted(counts.values())
     assert len(set(counts.values())) == len(PAPER)
+
+
+def test_resnet_unit_is_the_fractal_unit_without_attention():
+    """Table A.3's blocks differ only in their attention: with gamma = 0 and the same residual-branch
+    weights, the FracTAL ResNet unit computes the ResNet V2 unit (which is why the baseline keeps
+    ``nn.ResBlock``, conv2 bias included, rather than another library's ResNet V2 block)."""
+    from mantis.cifar import BLOCKS
+
+    x = nd.array(np.random.RandomState(1).normal(size=(2, 8, 6, 6)))
+    plain = BLOCKS["resnet"](8, 2, 5, "BatchNorm", 4)
+    fractal = BLOCKS["fractal"](8, 2, 5, "BatchNorm", 4)
+    for block in (plain, fractal):
+        block.initialize(mx.init.Normal(0.5))
+        block(x)
+    plain_params, fractal_params = plain.res.collect_params(), fractal.res.collect_params()
+    for (_, mine), (_, theirs) in zip(sorted(plain_params.items()), sorted(fractal_params.items())):
+        assert mine.shape == theirs.shape
+        theirs.set_data(mine.data())
+    assert any(name.endswith("bias") for name in plain_params)
+    np.testing.assert_allclose(fractal(x).asnumpy(), plain(x).asnumpy(), rtol=1e-6, atol=1e-6)
+    extra = set(fractal.collect_params()) - set(fractal_params)
+    assert extra and all("resblock" not in name for name in extra)
