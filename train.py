@@ -29,7 +29,6 @@ import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon, nd
-from tqdm import tqdm
 
 from mantis import get_model
 from utilities.atomic import atomic_write_text
@@ -42,6 +41,7 @@ from utilities.distributed import ShardSampler, World, allreduce_sum, barrier, i
 from utilities.errors import InputError
 from utilities.metrics import change_metrics, confusion_counts
 from utilities.pipeline import chip_cache
+from utilities.progress import progress, write
 from utilities.schedule import EvolvingLossSchedule
 
 
@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def log(world: World, message: str) -> None:
     if world.is_root:
-        tqdm.write(message)
+        write(message)
 
 
 def make_loaders(cfg: Config, world: World, run_dir: Path):
@@ -98,7 +98,7 @@ def to_ctx(batch, ctx):
 def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int) -> float:
     steps = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
     total, count = 0.0, 0
-    bar = tqdm(total=steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False, file=sys.stdout)
+    bar = progress(total=steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False, file=sys.stdout)
     for batch in limit(loader, steps):
         date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
         with autograd.record():
@@ -120,8 +120,8 @@ def validate(net, loss_fn, loader, cfg: Config, world: World, ctx) -> dict:
     loss_sum, ft_sum, n = 0.0, 0.0, 0
     counts = np.zeros(4, dtype=np.int64)
     steps = len(loader) if cfg.train.max_val_steps is None else min(len(loader), cfg.train.max_val_steps)
-    for batch in tqdm(limit(loader, steps), total=steps, desc="validation", disable=not world.is_root,
-                      leave=False, file=sys.stdout):
+    for batch in progress(limit(loader, steps), total=steps, desc="validation", disable=not world.is_root,
+                          leave=False, file=sys.stdout):
         date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
         segm, bound, dist = net(date1, date2)
         loss_sum += float(loss_fn(segm, bound, dist, segm_t, bound_t, dist_t).sum().asscalar())
