@@ -5,15 +5,23 @@ into chips once and stores them in a folder of ``.npy`` files with a ``manifest.
 :class:`ChipDataset` serves them to Gluon with normalised inputs and the multitask targets of
 :func:`utilities.targets.make_targets`.
 
+Missing data: a chip is kept only when every pixel of both dates holds data. Chips with any NaN,
++-inf or declared-nodata pixel (:func:`missing_data`) are skipped and counted in the manifest, so no
+non-finite value ever reaches the network. Skipping rather than masking keeps the loss exact: the
+fractal Tanimoto of a chip (eqs. 5-8) sums over all its pixels, and a filled-in pixel would teach a
+"no change" that was never observed. The price is that pixels within a chip's side of a nodata area
+are trained on only through the chips that avoid it.
+
 Cache folder layout (format version :data:`FORMAT_VERSION`):
 
 - ``date1.npy``, ``date2.npy``: ``(N, C, size, size)`` in the images' data type;
 - ``label.npy``: ``(N, size, size)`` uint8 in {0, 1} (absent when the samples have no labels);
 - ``manifest.json``: the parameters (size, stride, bands), per sample its name, window, input files
   (path, size in bytes, modification time) and chips (index of its first chip, count, ``(row, col)``
-  of every chip in raster coordinates), the total ``n``, and the per-band ``mean`` and ``std`` of the
-  date images over all chips (both dates pooled: the time-reversal augmentation swaps the dates, so
-  they must share one normalisation).
+  of every kept chip in raster coordinates, ``skipped``: chips left out for missing data), the totals
+  ``n`` and ``skipped``, and the per-band ``mean`` and ``std`` of the date images over all chips
+  (both dates pooled: the time-reversal augmentation swaps the dates, so they must share one
+  normalisation).
 """
 from __future__ import annotations
 
@@ -32,14 +40,14 @@ from tqdm import tqdm
 
 from utilities.datasets import Sample
 from utilities.errors import InputError
-from utilities.io import PathLike, PixelWindow, check_pair, read_image, read_label
+from utilities.io import PathLike, PixelWindow, check_pair, nodata_mask, raster_info, read_image, read_label
 from utilities.targets import make_targets
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: chips with missing data are skipped
 MANIFEST = "manifest.json"
 #: the files of a cache folder; an existing folder holding anything else is never replaced.
 CACHE_FILES = frozenset({MANIFEST, "date1.npy", "date2.npy", "label.npy"})
@@ -48,6 +56,7 @@ MAX_STRIP_PIXELS = 1 << 25
 _INPUT_KEYS = ("format_version", "size", "stride", "bands")
 _SAMPLE_INPUT_KEYS = ("name", "window", "date1", "date2", "label")
 _STATS_BATCH = 16
+_COPY_BATCH = 64
 
 
 def _starts(length: int, size: int, stride: int) -> List[int]:
@@ -139,6 +148,7 @@ class _Kind(NamedTuple):
 class _SamplePlan(NamedTuple):
     window: PixelWindow  # the part of the rasters to chip (all of it when the sample has no window)
     origins: List[Tuple[int, int]]  # chip origins relative to ``window``
+    nodata: Tuple[Optional[float], Optional[float]]  # the declared nodata values of date 1 and date 2
 
 
 def _plan(samples: Sequence[Sample], size: int, stride: int,
@@ -154,7 +164,7 @@ def _plan(samples: Sequence[Sample], size: int, stride: int,
         kind = this
         window = (0, 0, info.height, info.width) if s.window is None else tuple(int(v) for v in s.window)
         origins = chip_windows(window[2], window[3], size, stride, name=f"sample {s.name} ({s.date1})")
-        plans.append(_SamplePlan(window, origins))
+        plans.append(_SamplePlan(window, origins, (info.nodata, raster_info(s.date2).nodata)))
     return plans, kind
 
 
@@ -190,26 +200,54 @@ class _BandStats:
         return mean.tolist(), np.sqrt(np.maximum(self.squares / self.count - mean ** 2, 0.0)).tolist()
 
 
-#: chip origins relative to a strip, the strip of date 1, of date 2 and of the label (or None)
-_Strip = Tuple[List[Tuple[int, int]], np.ndarray, np.ndarray, Optional[np.ndarray]]
+def missing_data(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray:
+    """Pixels without data, bool ``(H, W)``: NaN, +-inf or ``nodata`` in any band of a ``(C, H, W)`` image."""
+    missing = nodata_mask(image, nodata)
+    if image.dtype.kind == "f":
+        missing |= ~np.isfinite(image).all(axis=0)
+    return missing
+
+
+class _Strip(NamedTuple):
+    """Whole chip rows of a sample: the strip's first row and the chip origins relative to the strip
+    (both within the sample's window), the strip of each date and of the label, and the pixels without
+    data in either date."""
+
+    top: int
+    origins: List[Tuple[int, int]]
+    images: Tuple[np.ndarray, ...]  # date 1, date 2 and, with labels, the label
+    missing: np.ndarray
 
 
 def _read_strips(sample: Sample, plan: _SamplePlan, size: int, bands: Optional[Sequence[int]],
                  has_label: bool) -> Iterator[_Strip]:
-    """Read a sample strip by strip: ``(origins relative to the strip, date 1, date 2, label)``."""
+    """Read a sample strip by strip."""
     row0, col0, _, width = plan.window
     max_height = max(size, MAX_STRIP_PIXELS // width)
     for strip in _strips(sorted({r for r, _ in plan.origins}), size, max_height):
         window = (row0 + strip[0], col0, strip[-1] + size - strip[0], width)
-        image1, image2 = (read_image(path, bands=bands, window=window) for path in (sample.date1, sample.date2))
-        mask = read_label(sample.label, window=window) if has_label else None
+        dates = [read_image(path, bands=bands, window=window) for path in (sample.date1, sample.date2)]
+        missing = missing_data(dates[0], plan.nodata[0]) | missing_data(dates[1], plan.nodata[1])
+        label = [read_label(sample.label, window=window)] if has_label else []
         origins = [(r - strip[0], c) for r, c in plan.origins if strip[0] <= r <= strip[-1]]
-        yield origins, image1, image2, mask
+        yield _Strip(strip[0], origins, (*dates, *label), missing)
+
+
+def _shrink(folder: Path, arrays: Dict[str, np.ndarray], n: int) -> None:
+    """Rewrite the ``.npy`` arrays of ``folder`` with their first ``n`` chips only."""
+    for name, array in arrays.items():
+        target = folder / f"{name}.shrinking.npy"
+        copy = np.lib.format.open_memmap(target, mode="w+", dtype=array.dtype, shape=(n, *array.shape[1:]))
+        for start in range(0, n, _COPY_BATCH):
+            copy[start:start + _COPY_BATCH] = array[start:min(start + _COPY_BATCH, n)]
+        copy.flush()
+        os.replace(target, folder / f"{name}.npy")
 
 
 def _write_chips(samples: Sequence[Sample], plans: Sequence[_SamplePlan], kind: _Kind, folder: Path,
                  inputs: Dict[str, Any], progress: str) -> Dict[str, Any]:
-    """Fill ``folder`` with the chip arrays; return the manifest. ``progress``: tqdm label, "" for no bar."""
+    """Fill ``folder`` with the chips that hold data everywhere; return the manifest. ``progress``: tqdm
+    label, "" for no bar."""
     size, bands = inputs["size"], inputs["bands"]
     n = sum(len(p.origins) for p in plans)
     shape = (n, kind.channels, size, size)
@@ -222,23 +260,31 @@ def _write_chips(samples: Sequence[Sample], plans: Sequence[_SamplePlan], kind: 
     records, k = [], 0
     with tqdm(total=n, desc=progress, unit="chip", disable=not progress) as bar:
         for sample, plan, record in zip(samples, plans, inputs["samples"]):
-            first = k
-            for origins, *images in _read_strips(sample, plan, size, bands, kind.has_label):
+            first, row0, col0 = k, *plan.window[:2]
+            kept: List[List[int]] = []
+            for strip in _read_strips(sample, plan, size, bands, kind.has_label):
                 start = k
-                for r, c in origins:
-                    for array, image in zip(arrays.values(), images):
+                for r, c in strip.origins:
+                    if strip.missing[r:r + size, c:c + size].any():
+                        continue
+                    for array, image in zip(arrays.values(), strip.images):
                         array[k] = image[..., r:r + size, c:c + size]
+                    kept.append([row0 + strip.top + r, col0 + c])
                     k += 1
                 stats.add(arrays["date1"][start:k])
                 stats.add(arrays["date2"][start:k])
-                bar.update(k - start)
-            row0, col0 = plan.window[:2]
-            records.append({**record, "first": first, "count": k - first,
-                            "origins": [[row0 + r, col0 + c] for r, c in plan.origins]})
+                bar.update(len(strip.origins))
+            records.append({**record, "first": first, "count": k - first, "origins": kept,
+                            "skipped": len(plan.origins) - (k - first)})
+    if k == 0:
+        where = samples[0].date1 if len(samples) == 1 else f"the {len(samples)} samples from {samples[0].date1} on"
+        raise InputError(f"every chip of {where} ({n} chips) has NaN, infinite or nodata pixels: no data to chip.")
     for array in arrays.values():
         array.flush()
+    if k < n:
+        _shrink(folder, arrays, k)
     mean, std = stats.mean_std()
-    return {**inputs, "samples": records, "n": n, "dtype": kind.dtype, "channels": kind.channels,
+    return {**inputs, "samples": records, "n": k, "skipped": n - k, "dtype": kind.dtype, "channels": kind.channels,
             "has_label": kind.has_label, "mean": mean, "std": std}
 
 
@@ -286,7 +332,8 @@ def build_chip_cache(samples: Sequence[Sample], cache_dir: PathLike, size: int =
     ------
     InputError
         No samples; unreadable or mismatched inputs; a sample smaller than a chip; samples of
-        different kinds; ``cache_dir`` exists and holds files that are not a chip cache.
+        different kinds; ``cache_dir`` exists and holds files that are not a chip cache; no chip free
+        of missing data (see the module docstring).
     """
     cache_dir = Path(cache_dir)
     samples = list(samples)
@@ -309,7 +356,8 @@ def build_chip_cache(samples: Sequence[Sample], cache_dir: PathLike, size: int =
         _replace_folder(building, cache_dir)
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    logger.info("chip cache %s: %d chips", cache_dir, manifest["n"])
+    logger.info("chip cache %s: %d chips, %d skipped for NaN, infinite or nodata pixels", cache_dir,
+                manifest["n"], manifest["skipped"])
     return cache_dir / MANIFEST
 
 
@@ -370,6 +418,19 @@ class ChipDataset(Dataset):
 
     def __len__(self) -> int:
         return int(self.manifest["n"])
+
+    @property
+    def skipped(self) -> int:
+        """Chips left out of the cache for NaN, infinite or nodata pixels."""
+        return int(self.manifest["skipped"])
+
+    def describe(self, index: int) -> str:
+        """Where chip ``index`` comes from, e.g. ``chip 12 (sample train_1, row 32, col 0, in .../date1.png)``."""
+        for sample in self.manifest["samples"]:
+            if sample["first"] <= index < sample["first"] + sample["count"]:
+                row, col = sample["origins"][index - sample["first"]]
+                return f"chip {index} (sample {sample['name']}, row {row}, col {col}, in {sample['date1']['path']})"
+        raise IndexError(f"chip {index} is not in the cache {self.cache_dir} ({len(self)} chips)")
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()

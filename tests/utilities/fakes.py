@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
 
 PathLike = Union[str, Path]
 
@@ -142,3 +143,32 @@ def write_geotiff_pair(folder: PathLike, height: int, width: int, bands: int = 3
         mask = fake_label(height, width, rng)[None] * np.uint8(255)
         label = write_geotiff(folder / "label.tif", mask, crs, transform)
     return paths[0], paths[1], label
+
+
+def fill_window(path: PathLike, window: Tuple[int, int, int, int], value: float,
+                bands: Optional[Sequence[int]] = None) -> Path:
+    """Overwrite the pixels of ``window`` ``(row, col, height, width)`` of an existing GeoTIFF with
+    ``value`` (e.g. NaN, inf or the nodata value) in ``bands`` (1-based; default: all), in place."""
+    path = Path(path)
+    row, col, height, width = window
+    with rasterio.open(path, "r+") as dst:
+        for band in bands or range(1, dst.count + 1):
+            dst.write(np.full((height, width), value, dtype=dst.dtypes[band - 1]), band,
+                      window=Window(col, row, width, height))
+    return path
+
+
+#: the gaps of :func:`write_pair_with_gaps`: (date 0 or 1, window (row, col, height, width), value, bands)
+GAP_NODATA = -9999.0
+GAPS = ((0, (20, 20, 5, 5), float("nan"), None), (1, (70, 5, 3, 3), float("inf"), None),
+        (1, (60, 60, 2, 2), float("-inf"), [3]), (0, (5, 80, 2, 2), GAP_NODATA, [2]))
+
+
+def write_pair_with_gaps(folder: PathLike, height: int = 96, width: int = 96,
+                         seed: int = 0) -> Tuple[Path, Path, Optional[Path]]:
+    """A float32 pair (:func:`write_geotiff_pair`, nodata :data:`GAP_NODATA`) with the gaps of :data:`GAPS`:
+    NaN, +inf, -inf and the nodata value in parts of the dates."""
+    paths = write_geotiff_pair(folder, height, width, dtype="float32", nodata=GAP_NODATA, seed=seed)
+    for date, window, value, bands in GAPS:
+        fill_window(paths[date], window, value, bands)
+    return paths

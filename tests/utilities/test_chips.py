@@ -7,8 +7,17 @@ import pickle
 import mxnet as mx
 import numpy as np
 import pytest
+import rasterio
 
-from tests.utilities.fakes import fake_image, write_geotiff_pair, write_levircd_tree, write_png
+from tests.utilities.fakes import (
+    GAP_NODATA,
+    fake_image,
+    fill_window,
+    write_geotiff_pair,
+    write_levircd_tree,
+    write_pair_with_gaps,
+    write_png,
+)
 from utilities import chips
 from utilities.chips import MANIFEST, ChipDataset, build_chip_cache, chip_windows
 from utilities.datasets import levircd_samples, pair_samples, whu_samples
@@ -228,3 +237,47 @@ def test_dataset_pickles_and_batches(cache):
 def test_missing_cache(tmp_path):
     with pytest.raises(InputError, match=r"no chip cache in .*nothing: .*manifest.json is missing"):
         ChipDataset(tmp_path / "nothing")
+
+
+def test_chips_with_nan_inf_or_nodata_pixels_are_skipped(tmp_path, caplog):
+    """NaN, +-inf and the declared nodata value in either date: those chips are left out and counted,
+    the cache and its statistics hold finite values only, and the kept chips are the source pixels."""
+    d1, d2, label = write_pair_with_gaps(tmp_path / "pair")
+    images = [rasterio.open(p).read() for p in (d1, d2)]
+    bad = np.zeros((96, 96), dtype=bool)
+    for image in images:
+        bad |= (~np.isfinite(image) | (image == GAP_NODATA)).any(axis=0)
+    windows = chip_windows(96, 96, SIZE, STRIDE)
+    expected = [[r, c] for r, c in windows if not bad[r:r + SIZE, c:c + SIZE].any()]
+    assert len(windows) - len(expected) == 4 + 2 + 4 + 1  # the chips the NaN, +inf, -inf and nodata gaps touch
+
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.INFO, logger="utilities.chips"):
+        build_chip_cache(pair_samples(d1, d2, label), cache, SIZE, STRIDE, progress=False)
+    assert f"{len(expected)} chips, 11 skipped for NaN, infinite or nodata pixels" in caplog.text
+    manifest = _manifest(cache)
+    [record] = manifest["samples"]
+    assert manifest["n"] == record["count"] == len(expected) == 14
+    assert manifest["skipped"] == record["skipped"] == 11 and record["origins"] == expected
+    date1, date2 = (np.load(cache / f"{a}.npy") for a in ("date1", "date2"))
+    assert date1.shape == (14, 3, SIZE, SIZE) and len(np.load(cache / "label.npy")) == 14
+    assert np.isfinite(date1).all() and np.isfinite(date2).all() and (date1 != GAP_NODATA).all()
+    for k, (r, c) in enumerate(expected):
+        np.testing.assert_array_equal(date1[k], images[0][:, r:r + SIZE, c:c + SIZE])
+        np.testing.assert_array_equal(date2[k], images[1][:, r:r + SIZE, c:c + SIZE])
+    pooled = np.concatenate([date1, date2]).astype(np.float64)
+    np.testing.assert_allclose(manifest["mean"], pooled.mean(axis=(0, 2, 3)))
+    np.testing.assert_allclose(manifest["std"], pooled.std(axis=(0, 2, 3)))
+    dataset = ChipDataset(cache)
+    assert dataset.skipped == 11 and all(np.isfinite(a).all() for i in range(len(dataset)) for a in dataset[i])
+    assert dataset.describe(3) == f"chip 3 (sample 2011, row {expected[3][0]}, col {expected[3][1]}, in {d1.resolve()})"
+    assert sorted(p.name for p in cache.iterdir()) == ["date1.npy", "date2.npy", "label.npy", "manifest.json"]
+
+
+def test_no_chip_with_data_everywhere_is_an_input_error(tmp_path):
+    d1, d2, label = write_geotiff_pair(tmp_path / "pair", 64, 64, dtype="float32")
+    fill_window(d2, (30, 30, 4, 4), float("nan"))  # in every 32 x 32 chip at stride 16
+    with pytest.raises(InputError) as error:
+        build_chip_cache(pair_samples(d1, d2, label), tmp_path / "cache", SIZE, STRIDE, progress=False)
+    assert str(error.value) == (f"every chip of {d1} (9 chips) has NaN, infinite or nodata pixels: no data to chip.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pair"]
