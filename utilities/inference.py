@@ -31,13 +31,13 @@ import numpy as np
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
-from tqdm import tqdm
 
 from utilities.atomic import atomic_path
 from utilities.datasets import levircd_samples
 from utilities.errors import InputError
 from utilities.io import PathLike, RasterInfo, check_pair, nodata_mask, raster_info, read_image
 from utilities.model_io import Predictor
+from utilities.progress import progress as progress_bar
 from utilities.tiling import Tiling, check_window, stream_strips
 
 #: output name -> file name
@@ -225,7 +225,7 @@ def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_
     tiling = Tiling(info.height, info.width, window, stride)
     channels = len(bands)
     fill = np.tile(predictor.mean.ravel(), 2)[None, :, None, None]
-    bar = tqdm(total=tiling.n_windows, desc=f"predict {date2.name}", unit="window", disable=not progress)
+    bar = progress_bar(total=tiling.n_windows, desc=f"predict {date2.name}", unit="window", disable=not progress)
 
     def read(row0: int, row1: int) -> np.ndarray:
         return np.concatenate([date(row0, row1) for date in dates])
