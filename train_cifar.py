@@ -29,6 +29,7 @@ from mxnet import autograd, gluon
 from mantis import get_model
 from utilities.atomic import atomic_path, atomic_write_text
 from utilities.cifar10 import load_cifar10, write_fake_cifar10
+from utilities.progress import progress
 from utilities.schedule import EvolvingLossSchedule
 
 # ----------------------------------------------------------------------------- config
@@ -133,7 +134,7 @@ def evaluate(net, loss_fn, images, labels, batch_size, max_steps, ctx):
     mine = np.arange(hvd.rank(), len(images), hvd.size())
     batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)][:max_steps]
     totals = np.zeros(3)  # loss sum, correct, count
-    for idx in batches:
+    for idx in progress(batches, desc="validation", disable=hvd.rank() != 0, leave=False, file=sys.stdout):
         out = net(to_tensor(images[idx], ctx))
         y = mx.nd.array(labels[idx], ctx=ctx)
         totals += [loss_fn(out, y).sum().asscalar(), (out.argmax(axis=1) == y).sum().asscalar(), len(idx)]
@@ -198,7 +199,8 @@ for epoch in range(1, cfg["epochs"] + 1):
     trainer.set_learning_rate(schedule.lr)  # on every rank, or the ranks drift apart
     ft_loss.depth = schedule.depth
     totals = np.zeros(3)  # loss sum, correct, count
-    for idx in epoch_batches(len(train_x), cfg["batch_size"], epoch, cfg["seed"], cfg["max_steps_per_epoch"]):
+    batches = epoch_batches(len(train_x), cfg["batch_size"], epoch, cfg["seed"], cfg["max_steps_per_epoch"])
+    for idx in progress(batches, desc=f"epoch {epoch} train", disable=not rank0, leave=False, file=sys.stdout):
         images = augment(train_x[idx], aug_rng) if cfg["augment"] else train_x[idx]
         x, y = to_tensor(images, ctx), mx.nd.array(train_y[idx], ctx=ctx)
         with autograd.record():
