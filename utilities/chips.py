@@ -396,6 +396,9 @@ class ChipDataset(Dataset):
     normalize : bool
         Standardise each band of the dates with the manifest's ``mean`` and ``std`` (a band with
         std 0 is only centred).
+    targets : str
+        Form of the boundary and distance targets: ``paper`` or ``authors``
+        (:data:`utilities.targets.TARGET_FORMS`).
 
     Notes
     -----
@@ -405,11 +408,13 @@ class ChipDataset(Dataset):
     data set pickles cheaply to DataLoader worker processes.
     """
 
-    def __init__(self, cache_dir: PathLike, transform: Optional[Transform] = None, normalize: bool = True) -> None:
+    def __init__(self, cache_dir: PathLike, transform: Optional[Transform] = None, normalize: bool = True,
+                 targets: str = "paper") -> None:
         self.cache_dir = Path(cache_dir)
         self.manifest = read_manifest(self.cache_dir)
         self.transform = transform
         self.normalize = normalize
+        self.targets = targets
         self.has_label = bool(self.manifest["has_label"])
         std = np.asarray(self.manifest["std"], dtype=np.float32)
         self._mean = np.asarray(self.manifest["mean"], dtype=np.float32)[:, None, None]
@@ -456,4 +461,4 @@ class ChipDataset(Dataset):
         if self.transform is not None:
             img1, img2, mask = self.transform(img1, img2, mask)
         dates = (self._date(img1), self._date(img2))
-        return (*dates, *make_targets(mask)) if self.has_label else dates
+        return (*dates, *make_targets(mask, form=self.targets)) if self.has_label else dates

@@ -9,22 +9,33 @@ class 1 = change).
 Definitions used here, for each class ``c`` with mask ``M_c`` (pixels of class ``c``):
 
 - **segmentation**: ``M_c`` (one-hot over the classes);
-- **boundary**: the inner contour of ``M_c``, i.e. ``M_c`` minus its erosion with the 3x3 cross
-  (``cv2.erode``): a pixel of class ``c`` is a boundary pixel when one of its 4 neighbours belongs to
-  another class. This is a 1-pixel wide, 8-connected contour of every connected region (a filled
-  s x s square has ``4 (s - 1)`` boundary pixels), the same pixels ``cv2.findContours`` traces;
+- **boundary**, one of two forms (:data:`TARGET_FORMS`):
+
+  - ``paper`` (default): the inner contour of ``M_c``, i.e. ``M_c`` minus its erosion with the 3x3
+    cross (``cv2.erode``): a pixel of class ``c`` is a boundary pixel when one of its 4 neighbours
+    belongs to another class. This is a 1-pixel wide, 8-connected contour of every connected region
+    (a filled s x s square has ``4 (s - 1)`` boundary pixels), the same pixels ``cv2.findContours``
+    traces;
+  - ``authors``: the form of the authors' public code (feevos/ceecnet): the edges found by
+    ``cv2.Canny`` on the 0/1 class mask (hysteresis thresholds 0 and 1, so every step between classes
+    is an edge) dilated once with the 3x3 cross (``cv2.dilate``): a band about 3 pixels wide that
+    straddles the class edge, the same for a class and its complement when there are two classes;
+
 - **distance**: ``cv2.distanceTransform(M_c, DIST_L2, DIST_MASK_PRECISE)`` (exact Euclidean distance
-  of every pixel of class ``c`` to the nearest pixel of another class; 0 outside ``M_c``) divided by
-  its maximum over the chip, so that it lies in [0, 1]; all zero when the class is absent.
+  of every pixel of class ``c`` to the nearest pixel of another class; 0 outside ``M_c``) scaled to
+  [0, 1] by its maximum over the chip (``cv2.normalize``, ``NORM_MINMAX``); all zero when the class is
+  absent.
 
 The chip's edge is not treated as an object edge: a region that touches the edge of the chip goes on
 outside it, so its pixels on the edge are not boundary pixels and distances are measured to other
-classes only. A class that fills the whole chip therefore has no boundary and distance 1 everywhere
-(no pixel of another class is in sight).
+classes only. A class that fills the whole chip therefore has no boundary; its distance is 1
+everywhere in the ``paper`` form (no pixel of another class is in sight) and 0 everywhere in the
+``authors`` form (min-max scaling of a constant, as in the authors' code).
 """
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Tuple
 
 import cv2
 import numpy as np
@@ -32,7 +43,33 @@ import numpy as np
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
-def make_targets(mask: np.ndarray, classes: int = 2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def inner_contour(region: np.ndarray) -> np.ndarray:
+    """uint8 {0, 1} pixels of ``region`` (uint8 {0, 1}) with a 4-neighbour outside it."""
+    return region - cv2.erode(region, _CROSS)
+
+
+def canny_band(region: np.ndarray) -> np.ndarray:
+    """uint8 {0, 1} Canny edges of ``region`` (uint8 {0, 1}) dilated with the 3x3 cross."""
+    return cv2.dilate(cv2.Canny(region, 0, 1), _CROSS) // 255
+
+
+@dataclass(frozen=True)
+class TargetForm:
+    """How the boundary is drawn and what distance a class that fills the whole chip gets."""
+
+    boundary: Callable[[np.ndarray], np.ndarray]
+    full_distance: float
+
+
+#: the target forms by name (see the module docstring)
+TARGET_FORMS: Dict[str, TargetForm] = {
+    "paper": TargetForm(boundary=inner_contour, full_distance=1.0),
+    "authors": TargetForm(boundary=canny_band, full_distance=0.0),
+}
+
+
+def make_targets(mask: np.ndarray, classes: int = 2,
+                 form: str = "paper") -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-hot segmentation, boundary and normalised distance transform of a label mask.
 
     Parameters
@@ -42,6 +79,8 @@ def make_targets(mask: np.ndarray, classes: int = 2) -> Tuple[np.ndarray, np.nda
         (e.g. after interpolating augmentation) are rounded to the nearest class.
     classes : int
         Number of classes.
+    form : str
+        Boundary and distance form, a key of :data:`TARGET_FORMS`: ``paper`` or ``authors``.
 
     Returns
     -------
@@ -49,6 +88,9 @@ def make_targets(mask: np.ndarray, classes: int = 2) -> Tuple[np.ndarray, np.nda
         float32 ``(classes, H, W)`` each, values in [0, 1] (see the module docstring for the
         definitions).
     """
+    if form not in TARGET_FORMS:
+        raise ValueError(f"make_targets: form must be one of {', '.join(TARGET_FORMS)}, got {form!r}")
+    target_form = TARGET_FORMS[form]
     labels = np.asarray(mask)
     if labels.ndim != 2:
         raise ValueError(f"make_targets: expected an (H, W) mask, got shape {labels.shape}")
@@ -62,10 +104,10 @@ def make_targets(mask: np.ndarray, classes: int = 2) -> Tuple[np.ndarray, np.nda
     for c in range(classes):
         region = (labels == c).view(np.uint8)
         segm[c] = region
-        bound[c] = region - cv2.erode(region, _CROSS)
-        distance = cv2.distanceTransform(region, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+        bound[c] = target_form.boundary(region)
         if region.all():
-            dist[c] = 1.0
-        elif region.any():
-            dist[c] = distance / distance.max()
+            dist[c] = target_form.full_distance
+        else:
+            distance = cv2.distanceTransform(region, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            dist[c] = cv2.normalize(distance, None, 0.0, 1.0, cv2.NORM_MINMAX)
     return segm, bound, dist

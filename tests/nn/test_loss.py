@@ -10,6 +10,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from tests.authors_code import authors_module
+
 SHAPE = (2, 3, 8, 8)
 SMOOTH = 1e-5
 RTOL, ATOL = 1e-4, 1e-5
@@ -202,3 +204,32 @@ def test_ftnmt_loss_weight_scales_loss(rng):
     plain = FTnmtLoss(depth=5)(nd(p), nd(l)).asnumpy()
     weighted = FTnmtLoss(depth=5, weight=2.0)(nd(p), nd(l)).asnumpy()
     np.testing.assert_allclose(weighted, 2.0 * plain, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the authors' public code
+
+@pytest.mark.parametrize("depth", [0, 1, 5, 10, 30])
+def test_ftnmt_loss_axis_123_equals_the_authors(rng, depth):
+    """With axis=(1, 2, 3) (the ``authors`` fidelity) FTnmtLoss is the authors' ``ftnmt_loss``, value for
+    value; the per-class default is not."""
+    authors = authors_module("nn.loss.ftnmt_loss").ftnmt_loss(depth=depth)
+    p, l = make_pair(rng)
+    ref = authors(nd(p), nd(l)).asnumpy()
+    np.testing.assert_allclose(FTnmtLoss(depth=depth, axis=(1, 2, 3))(nd(p), nd(l)).asnumpy(), ref,
+                               rtol=1e-6, atol=1e-6)
+    assert not np.allclose(FTnmtLoss(depth=depth)(nd(p), nd(l)).asnumpy(), ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("depth", [0, 10, 20, 30])
+def test_multitask_loss_axis_123_equals_the_authors(rng, depth):
+    """MultitaskFTLoss with axis=(1, 2, 3) is the authors' ``mtsk_loss`` (targets stacked along channels
+    there, given separately here), hybridized or not."""
+    authors = authors_module("nn.loss.mtsk_loss").mtsk_loss(depth=depth, NClasses=2)
+    (s, st), (b, bt), (d, dt) = (make_pair(rng, (2, 2, 16, 16)) for _ in range(3))
+    ref = authors.loss([nd(s), nd(b), nd(d)], mx.nd.concat(nd(st), nd(bt), nd(dt), dim=1)).asnumpy()
+    for hybridize in (False, True):
+        loss = MultitaskFTLoss(depth=depth, axis=(1, 2, 3))
+        if hybridize:
+            loss.hybridize()
+        out = loss(nd(s), nd(b), nd(d), nd(st), nd(bt), nd(dt)).asnumpy()
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)

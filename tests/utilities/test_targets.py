@@ -1,8 +1,16 @@
 """Multitask targets (utilities/targets.py): one-hot segmentation, boundary, normalised distance transform."""
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
-from utilities.targets import make_targets
+from tests.authors_code import authors_module
+from tests.utilities.fakes import write_levircd_tree
+from utilities.io import read_label
+from utilities.targets import TARGET_FORMS, make_targets
+
+LEVIRCD_SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "levircd_samples"
 
 SIZE, TOP, SIDE = 32, 10, 9  # a 9 x 9 square at rows/cols 10..18 of a 32 x 32 chip
 
@@ -66,3 +74,56 @@ def test_float_mask_is_rounded_and_out_of_range_refused(square):
         np.testing.assert_allclose(a, b, atol=1e-6)  # the precise distance transform runs in parallel
     with pytest.raises(ValueError, match="mask values must lie in 0..1"):
         make_targets(square * 2)
+
+
+def test_unknown_form_refused(square):
+    with pytest.raises(ValueError, match="make_targets: form must be one of paper, authors, got 'canny'"):
+        make_targets(square, form="canny")
+
+
+def test_authors_boundary_is_a_band_across_the_edge(square):
+    """Canny + cross dilation: the band covers the paper's inner contour and the ring just outside it,
+    lies within 3 pixels of the edge, and is the same for a class and its complement."""
+    _, paper, _ = make_targets(square)
+    segm, bound, dist = make_targets(square, form="authors")
+    np.testing.assert_array_equal(bound[0], bound[1])
+    assert set(np.unique(bound)) == {0, 1}
+    assert np.all(bound[1] >= paper[1]) and np.all(bound[1] >= paper[0])  # both contours inside the band
+    grown = cv2.dilate(square, np.ones((7, 7), np.uint8)) - cv2.erode(square, np.ones((7, 7), np.uint8))
+    assert not np.any(bound[1] * (1 - grown))                                # at most 3 pixels from the edge
+    np.testing.assert_array_equal(segm, make_targets(square)[0])
+
+
+def test_authors_full_class_has_distance_zero():
+    """A class filling the chip (every no-change chip, every random-identity sample) gets distance 0 in the
+    authors' form (1 in the paper's); neither has a boundary."""
+    for form, full in (("paper", 1.0), ("authors", 0.0)):
+        _, bound, dist = make_targets(np.zeros((16, 16), np.uint8), form=form)
+        assert not bound.any() and np.all(dist[0] == full) and not dist[1].any()
+        assert TARGET_FORMS[form].full_distance == full
+
+
+def _labels_in_real_format(tmp_path):
+    """0/255 PNG labels: fake LEVIR-CD tiles (256 px) and, when present, the real LEVIR-CD samples."""
+    root = write_levircd_tree(tmp_path / "levircd", splits=None, n=4, size=256, seed=3)
+    paths = sorted((root / "label").glob("*.png"))
+    if LEVIRCD_SAMPLES.is_dir():
+        paths += sorted((LEVIRCD_SAMPLES / "label").glob("*.png"))
+    return paths
+
+
+def test_authors_form_equals_the_authors_targets(tmp_path):
+    """Boundary and distance targets of the ``authors`` form equal, exactly, the authors' functions
+    (their data set's ``get_boundary`` / ``get_distance`` on the one-hot label, read as their chipping
+    reads it: value > 0 is change), on 0/255 PNG labels and on an all-no-change (random identity) mask."""
+    dataset = authors_module("src.LVRCDDataset").LVRCDDataset
+    masks = [read_label(path) for path in _labels_in_real_format(tmp_path)]
+    masks.append(np.zeros((256, 256), np.uint8))
+    assert any(m.any() for m in masks)
+    for mask in masks:
+        one_hot = np.eye(2, dtype=np.uint8)[mask].transpose(2, 0, 1)
+        segm, bound, dist = make_targets(mask, form="authors")
+        np.testing.assert_array_equal(segm, one_hot)
+        np.testing.assert_array_equal(bound, dataset.get_boundary(None, one_hot))
+        np.testing.assert_array_equal(dist, dataset.get_distance(None, one_hot))
+        assert bound.dtype == dist.dtype == np.float32
