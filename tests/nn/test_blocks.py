@@ -3,7 +3,7 @@ and the equations each block combines its sub-blocks with.
 
 Equation checks recompute a block's output from its own sub-blocks (q/k/v convolutions, attention
 layers, fusing convolution, ...) plus an independent NumPy computation where the paper gives the
-formula (FracTAL similarity, GroupNorm, grid max pooling, crisp sigmoid).
+formula (FracTAL similarity, GroupNorm, grid max pooling; the crisp sigmoid in test_activations.py).
 """
 import math
 
@@ -490,51 +490,3 @@ def test_conv2dn_is_conv_then_norm(name):
     np.testing.assert_allclose(block(x).asnumpy(), block.norm(block.conv(x)).asnumpy(), rtol=1e-6, atol=1e-6)
     assert isinstance(block.norm, type(get_norm(name, 8)))
 
-
-# ----------------------------------------------------------------------------- crisp sigmoid (eq. 18)
-
-def test_sigmoid_crisp_initial_is_sigmoid():
-    """At gamma = 1 (initial value) the crisp sigmoid is the plain sigmoid."""
-    block = SigmoidCrisp()
-    block.initialize()
-    x = np.random.randn(B, 1, H, W).astype(np.float32) * 4
-    assert block.gamma_value() == pytest.approx(1.0)
-    np.testing.assert_allclose(block(nd(x)).asnumpy(), sigmoid(x.astype(np.float64)), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("gamma,effective", [(0.5, 0.5), (0.05, 0.05), (0.9, 0.9), (0.011, 0.011), (5.0, 1.0),
-                                             (1.0001, 1.0), (-3.0, 0.01), (0.001, 0.01), (0.0, 0.01)])
-def test_sigmoid_crisp_clamped_gamma(gamma, effective, check_hybrid):
-    """sigmoid(x / gamma) with gamma clamped to [0.01, 1] (eq. 18); gamma_value() is the clamped value."""
-    block = SigmoidCrisp()
-    block.initialize()
-    block.gamma.set_data(mx.nd.array([gamma]))
-    assert block.gamma_value() == pytest.approx(effective, rel=1e-5)
-    x = np.random.randn(B, 1, H, W).astype(np.float32)
-    ref = sigmoid(x.astype(np.float64) / effective)
-    np.testing.assert_allclose(block(nd(x)).asnumpy(), ref, rtol=1e-4, atol=1e-5)
-    check_hybrid(block, nd(x))
-
-
-def test_sigmoid_crisp_gradient_at_initial_gamma():
-    """d loss / d gamma is non-zero at the initial gamma = 1 (training can sharpen the sigmoid) and equals
-    the analytic derivative of sigmoid(x / gamma)."""
-    block = SigmoidCrisp()
-    block.initialize()
-    x = np.random.randn(B, 1, H, W).astype(np.float32)
-    w = np.random.randn(B, 1, H, W).astype(np.float32)
-    with mx.autograd.record():
-        loss = (block(nd(x)) * nd(w)).sum()
-    loss.backward()
-    grad = block.gamma.grad().asnumpy()[0]
-    s = sigmoid(x.astype(np.float64))
-    expected = np.sum(w * s * (1 - s) * (-x))  # d/dg sigmoid(x/g) at g = 1
-    assert grad != 0
-    np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-5)
-
-
-def test_sigmoid_crisp_rejects_bad_smooth():
-    """The lower bound epsilon must lie in (0, 1)."""
-    for smooth in (0.0, 1.0, -0.1):
-        with pytest.raises(ValueError):
-            SigmoidCrisp(smooth=smooth)
