@@ -5,6 +5,12 @@ Training runs through stages of (learning rate, depth ``d`` of the fractal Tanim
 larger depth. For change detection the paper uses ``(1e-3, 0), (1e-4, 10), (1e-5, 20), (1e-6, 30)``,
 moving on whenever the validation loss stops decreasing (Appendix D); for CIFAR-10 (Section 7.2,
 Fig. 11) it reduces the learning rate at fixed epochs 250 and 350 with depths 0 -> 15 -> 30.
+
+Two choices the paper leaves open are parameters here: how many epochs without improvement count as
+"stopped decreasing" (``patience``; the paper gives no number), and when training ends. The paper's
+Pareto selection (Section 8.5.2, Fig. 13) picks among the checkpoints of the last, most evolved stage,
+which Fig. 13 shows running for many epochs; ``final_stage_epochs`` gives that stage a fixed length, so
+that the selection has that many candidates.
 """
 from __future__ import annotations
 
@@ -50,12 +56,16 @@ class EvolvingLossSchedule:
     Two ways to move to the next stage:
 
     * plateau (default, Appendix D): when the validation loss has not decreased (by more than
-      ``min_delta``) for ``patience`` consecutive epochs (paper: 3). The best loss and the patience
+      ``min_delta``) for ``patience`` consecutive epochs (the paper gives no number; 3 is this
+      repository's default, see :class:`utilities.config.TrainConfig`). The best loss and the patience
       counter are reset at every stage change, since the loss with a new depth is on another scale.
       After the last stage plateaus, :attr:`finished` becomes True and further steps do nothing.
     * milestones (Section 7.2): at the end of epoch ``milestones[i]`` (counting from 1, i.e. the
       ``milestones[i]``-th call of :meth:`step`) stage ``i + 1`` begins; the validation loss is
       ignored and :attr:`finished` stays False (the epoch budget ends the run).
+
+    With ``final_stage_epochs``, in either mode, the last stage instead lasts exactly that many
+    epochs (no plateau test in it), after which :attr:`finished` becomes True.
 
     Parameters
     ----------
@@ -68,20 +78,29 @@ class EvolvingLossSchedule:
         Epoch counts at which to move on; one fewer than ``stages``. Selects milestone mode.
     min_delta : float
         A loss counts as an improvement when it is below ``best - min_delta``.
+    final_stage_epochs : int, optional
+        Length in epochs of the last stage (None: it ends like the others, see above).
     """
 
     def __init__(self, stages: Sequence[Sequence[Any]], patience: int = 3,
-                 milestones: Optional[Sequence[int]] = None, min_delta: float = 0.0):
+                 milestones: Optional[Sequence[int]] = None, min_delta: float = 0.0,
+                 final_stage_epochs: Optional[int] = None):
         self.stages = _check_stages(stages)
         if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
             raise ValueError(f"evolving-loss schedule: patience must be an integer >= 0, got {patience!r}")
+        if final_stage_epochs is not None and (isinstance(final_stage_epochs, bool) or not isinstance(
+                final_stage_epochs, numbers.Integral) or final_stage_epochs < 1):
+            raise ValueError(f"evolving-loss schedule: final_stage_epochs must be an integer >= 1, "
+                             f"got {final_stage_epochs!r}")
         if min_delta < 0:
             raise ValueError(f"evolving-loss schedule: min_delta must be >= 0, got {min_delta!r}")
         self.patience = int(patience)
         self.milestones = None if milestones is None else _check_milestones(milestones, len(self.stages))
         self.min_delta = float(min_delta)
+        self.final_stage_epochs = None if final_stage_epochs is None else int(final_stage_epochs)
         self.stage = 0
         self.epoch = 0
+        self.stage_epochs = 0
         self.best: Optional[float] = None
         self.wait = 0
         self.finished = False
@@ -115,11 +134,15 @@ class EvolvingLossSchedule:
         """
         if self.finished:
             return False
+        if self.milestones is None and (val_loss is None or not math.isfinite(val_loss)):
+            raise ValueError(f"evolving-loss schedule: plateau mode needs a finite validation loss, got {val_loss!r}")
         self.epoch += 1
+        self.stage_epochs += 1
+        if self.final_stage_epochs is not None and self.stage + 1 == len(self.stages):
+            self.finished = self.stage_epochs >= self.final_stage_epochs
+            return False
         if self.milestones is not None:
             return self._advance() if self.epoch in self.milestones else False
-        if val_loss is None or not math.isfinite(val_loss):
-            raise ValueError(f"evolving-loss schedule: plateau mode needs a finite validation loss, got {val_loss!r}")
         if self.best is None or val_loss < self.best - self.min_delta:
             self.best, self.wait = float(val_loss), 0
             return False
@@ -133,29 +156,32 @@ class EvolvingLossSchedule:
 
     def _advance(self) -> bool:
         self.stage += 1
-        self.best, self.wait = None, 0
+        self.best, self.wait, self.stage_epochs = None, 0, 0
         return True
 
     def state_dict(self) -> Dict[str, Any]:
         """The configuration and progress, JSON-serialisable, for :meth:`load_state_dict`."""
         return {
             "stages": [list(s) for s in self.stages], "patience": self.patience, "milestones": self.milestones,
-            "min_delta": self.min_delta, "stage": self.stage, "epoch": self.epoch, "best": self.best,
-            "wait": self.wait, "finished": self.finished,
+            "min_delta": self.min_delta, "final_stage_epochs": self.final_stage_epochs, "stage": self.stage,
+            "epoch": self.epoch, "stage_epochs": self.stage_epochs, "best": self.best, "wait": self.wait,
+            "finished": self.finished,
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict`. The configuration must match this schedule's.
+        """Resume from :meth:`state_dict`. The configuration must match this schedule's (a state saved
+        before ``final_stage_epochs`` existed counts as ``final_stage_epochs`` None).
 
         Raises
         ------
         ValueError
             If the saved configuration differs (resuming it would silently change the schedule).
         """
-        for key in ("stages", "patience", "milestones", "min_delta"):
-            if state[key] != self.state_dict()[key]:
-                raise ValueError(f"evolving-loss schedule: saved {key} {state[key]!r} differ from the "
+        for key in ("stages", "patience", "milestones", "min_delta", "final_stage_epochs"):
+            if state.get(key) != self.state_dict()[key]:
+                raise ValueError(f"evolving-loss schedule: saved {key} {state.get(key)!r} differ from the "
                                  f"configured {self.state_dict()[key]!r}")
         self.stage, self.epoch, self.wait = int(state["stage"]), int(state["epoch"]), int(state["wait"])
+        self.stage_epochs = int(state.get("stage_epochs", 0))
         self.best = None if state["best"] is None else float(state["best"])
         self.finished = bool(state["finished"])
