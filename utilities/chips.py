@@ -36,11 +36,11 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 from mxnet.gluon.data import Dataset
-from tqdm import tqdm
 
 from utilities.datasets import Sample
 from utilities.errors import InputError
 from utilities.io import PathLike, PixelWindow, check_pair, nodata_mask, raster_info, read_image, read_label
+from utilities.progress import progress as progress_bar
 from utilities.targets import make_targets
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -246,8 +246,8 @@ def _shrink(folder: Path, arrays: Dict[str, np.ndarray], n: int) -> None:
 
 def _write_chips(samples: Sequence[Sample], plans: Sequence[_SamplePlan], kind: _Kind, folder: Path,
                  inputs: Dict[str, Any], progress: str) -> Dict[str, Any]:
-    """Fill ``folder`` with the chips that hold data everywhere; return the manifest. ``progress``: tqdm
-    label, "" for no bar."""
+    """Fill ``folder`` with the chips that hold data everywhere; return the manifest. ``progress``: the
+    progress label (:func:`utilities.progress.progress`), "" for none."""
     size, bands = inputs["size"], inputs["bands"]
     n = sum(len(p.origins) for p in plans)
     shape = (n, kind.channels, size, size)
@@ -258,7 +258,7 @@ def _write_chips(samples: Sequence[Sample], plans: Sequence[_SamplePlan], kind: 
         arrays["label"] = open_memmap(folder / "label.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
     stats = _BandStats(kind.channels)
     records, k = [], 0
-    with tqdm(total=n, desc=progress, unit="chip", disable=not progress) as bar:
+    with progress_bar(total=n, desc=progress, unit="chip", disable=not progress) as bar:
         for sample, plan, record in zip(samples, plans, inputs["samples"]):
             first, row0, col0 = k, *plan.window[:2]
             kept: List[List[int]] = []
@@ -321,7 +321,7 @@ def build_chip_cache(samples: Sequence[Sample], cache_dir: PathLike, size: int =
     bands : sequence of int, optional
         1-based bands of the date images to keep (default: all).
     progress : bool
-        Show a tqdm progress bar.
+        Report progress (:func:`utilities.progress.progress`).
 
     Returns
     -------
