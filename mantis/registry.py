@@ -5,6 +5,7 @@ the overrides to it. Modules that define models register them with :func:`regist
 """
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Any, Callable, Dict, List
 
@@ -28,6 +29,13 @@ def get_model(name: str, **overrides: Any) -> HybridBlock:
     except KeyError:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
     return factory(**overrides)
+
+
+def model_parameters(name: str) -> List[str]:
+    """The keyword arguments ``get_model(name, ...)`` accepts: the named parameters of its factory."""
+    _load_all()
+    signature = inspect.signature(_MODELS[name.lower()])
+    return [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def list_models(tiny: bool | None = None) -> List[str]:
