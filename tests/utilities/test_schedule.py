@@ -1,8 +1,10 @@
 """Evolving-loss schedule (paper Section 4, Section 7.2, Appendix D)."""
 import json
 
+import numpy as np
 import pytest
 
+from utilities.config import Config
 from utilities.schedule import EvolvingLossSchedule
 
 PAPER_CD = [(1e-3, 0), (1e-4, 10), (1e-5, 20), (1e-6, 30)]  # Appendix D
@@ -118,6 +120,8 @@ def test_load_state_dict_refuses_another_configuration():
     (dict(stages=PAPER_CD, patience=-1), r"patience must be an integer >= 0, got -1"),
     (dict(stages=PAPER_CD, milestones=[250]), r"4 stages need 3 milestones, got \[250\]"),
     (dict(stages=PAPER_CD, milestones=[5, 5, 9]), r"milestones must be increasing integers > 0"),
+    (dict(stages=PAPER_CD, final_stage_epochs=0), r"final_stage_epochs must be an integer >= 1, got 0"),
+    (dict(stages=PAPER_CD, final_stage_epochs=2.5), r"final_stage_epochs must be an integer >= 1, got 2.5"),
 ])
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -128,3 +132,74 @@ def test_plateau_mode_needs_a_finite_loss():
     s = EvolvingLossSchedule(PAPER_CD)
     with pytest.raises(ValueError, match="finite validation loss"):
         s.step(float("nan"))
+
+
+# ----------------------------------------------------------------------------- the final stage's length
+
+def test_final_stage_lasts_exactly_final_stage_epochs_in_plateau_mode():
+    """The last stage runs its fixed number of epochs whatever the loss does (no plateau test in it);
+    the earlier stages still move on at plateaus."""
+    for losses in ([1.0] * 40, list(np.linspace(1.0, 0.1, 40))):  # flat: it would plateau; falling: it would not
+        s = EvolvingLossSchedule(PAPER_CD, patience=2, final_stage_epochs=12)
+        depths = []
+        for loss in [1.0, 1.0, 1.0] * 3 + losses:
+            if s.finished:
+                break
+            depths.append(s.depth)
+            s.step(loss)
+        assert depths == [0] * 3 + [10] * 3 + [20] * 3 + [30] * 12 and s.finished
+
+
+def test_final_stage_length_in_milestone_mode():
+    s = EvolvingLossSchedule.from_depths(1e-3, [0, 15, 30], milestones=[5, 8], final_stage_epochs=4)
+    trace = _run(s, [None] * 20)
+    assert s.finished and s.epoch == 12 and len(trace) == 20
+    assert [d for _, d in trace[:12]] == [0] * 4 + [15] * 3 + [30] * 5  # (lr, depth) in force after each step
+
+
+def test_single_stage_with_final_stage_epochs():
+    s = EvolvingLossSchedule([(1e-3, 0)], milestones=[], final_stage_epochs=3)
+    _run(s, [None] * 5)
+    assert s.finished and s.epoch == 3
+
+
+def test_resume_inside_the_final_stage():
+    losses = [1.0, 1.0, 1.0, 0.9, 0.9, 0.9, 0.8, 0.8, 0.8, 0.5, 0.4, 0.45, 0.3, 0.35, 0.2, 0.1]
+    whole = EvolvingLossSchedule(PAPER_CD, patience=2, final_stage_epochs=5)
+    expected = _run(whole, losses)
+    first = EvolvingLossSchedule(PAPER_CD, patience=2, final_stage_epochs=5)
+    head = _run(first, losses[:11])
+    assert first.stage == 3 and first.stage_epochs == 2 and not first.finished
+    resumed = EvolvingLossSchedule(PAPER_CD, patience=2, final_stage_epochs=5)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert head + _run(resumed, losses[11:]) == expected
+    assert resumed.state_dict() == whole.state_dict() and resumed.finished
+
+
+def test_state_saved_without_final_stage_epochs():
+    """A state saved before the final stage's length was a setting resumes where it is not set, and is
+    refused where it is."""
+    state = EvolvingLossSchedule(PAPER_CD).state_dict()
+    del state["final_stage_epochs"], state["stage_epochs"]
+    EvolvingLossSchedule(PAPER_CD).load_state_dict(state)
+    with pytest.raises(ValueError, match="saved final_stage_epochs None differ from the configured 20"):
+        EvolvingLossSchedule(PAPER_CD, final_stage_epochs=20).load_state_dict(state)
+
+
+def test_default_config_gives_pareto_selection_at_least_10_candidates():
+    """With the training defaults, the most evolved stage (highest depth, where Pareto selection picks:
+    Section 8.5.2) has at least 10 epochs, hence 10 checkpoints, whatever the validation losses do; the
+    patience default is 3."""
+    train = Config().train
+    assert train.patience == 3 and train.final_stage_epochs >= 10
+    rng = np.random.default_rng(0)
+    for losses in (rng.uniform(0.1, 1.0, 500), np.r_[np.linspace(1.0, 0.1, 100), np.full(400, 0.1)], np.ones(500)):
+        s = EvolvingLossSchedule.from_depths(train.lr, train.depths, factor=train.lr_factor, patience=train.patience,
+                                             milestones=train.milestones, final_stage_epochs=train.final_stage_epochs)
+        depths = []
+        for loss in losses:
+            if s.finished:
+                break
+            depths.append(s.depth)
+            s.step(float(loss))
+        assert s.finished and depths.count(max(train.depths)) == train.final_stage_epochs >= 10
