@@ -8,15 +8,18 @@ Images are predicted by the paper's overlapping windows (256, stride 64, average
 metrics from the pooled confusion counts, then one row per image: precision, recall, F1, MCC, IoU,
 overall accuracy, kappa), and per image
 ``<name>_tpfpfn.png`` (TP white, FP red, FN blue, TN black) plus ``<name>_tpfpfn.tif`` with the input's
-CRS and geotransform when the input is georeferenced. Exit status 2 with a one-line message for unusable
-inputs.
+CRS and geotransform when the input is georeferenced. The rasters are read strip by strip: memory does not
+grow with their size. Exit status 2 with a one-line message for unusable inputs (including an ``--out``
+that cannot be written, found before anything is predicted), 1 for a failed write (e.g. a full disk).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Optional, Sequence
 
+from utilities.atomic import writable_folder
 from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
 from utilities.evaluation import evaluate, write_evaluation
 from utilities.inference import tiled_prediction
@@ -39,7 +42,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
     samples = data_samples(args)
+    writable_folder(args.out, "--out")  # before anything is predicted
     predictor = load_predictor(args.model)
     evaluation = evaluate(predictor, samples, threshold=args.threshold, maps_dir=args.out,
                           predict=tiled_prediction(args.window, args.stride, args.batch_size))

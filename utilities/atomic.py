@@ -1,17 +1,128 @@
 """Atomic file writes: write to a temporary name in the destination folder, then ``os.replace``.
 
 A process killed mid-write leaves either the old file or none, never a truncated file that looks
-complete (checkpoints, histories, outputs).
+complete (checkpoints, histories, outputs). Temporary names are hidden and carry the host and process
+id (``.<name>.<host>-<pid>.<random>.tmp<suffix>``): a process killed by SIGKILL cannot remove its
+own, so every write removes the temporary files that dead processes of this host left next to its
+target. Files are created with mode ``0666 & ~umask``, like any file the user creates.
+
+Write failures raise :class:`WriteError` (an :class:`OSError`) naming the final file, not the temporary
+one; a failure with (almost) no free space left on the device is reported as ``ENOSPC`` even when the
+writing library (GDAL, libpng) gives no reason of its own.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import re
+import secrets
+import socket
 from pathlib import Path
 from typing import Iterator, Union
 
+from rasterio.errors import RasterioError
+
+from .errors import InputError
+
 PathLike = Union[str, Path]
+#: a write failure with less free space than this on the device is reported as "no space left"
+LOW_SPACE_BYTES = 1 << 20
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+#: the write errors of the libraries behind atomic_path (GDAL's come through rasterio)
+_WRITE_ERRORS = (OSError, RasterioError)
+
+
+def _temporary_name(path: Path, suffix: str) -> Path:
+    return path.parent / f".{path.name}.{_HOST}-{os.getpid()}.{secrets.token_hex(4)}.tmp{suffix}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: PathLike) -> int:
+    """Remove the temporary files of ``path`` left by dead processes of this host; returns how many."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{re.escape(_HOST)}-(\d+)\.[0-9a-f]+\.tmp")
+    removed = 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            match = pattern.match(entry.name)
+            if match and not _alive(int(match.group(1))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+def _low_space(folder: Path) -> bool:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES
+
+
+class WriteError(OSError):
+    """A file could not be written; the message is one line naming the file (not its temporary name)."""
+
+
+def write_error(error: BaseException, path: Path) -> WriteError:
+    """``error`` (raised while writing ``path``) as a :class:`WriteError`; already one: unchanged."""
+    if isinstance(error, WriteError):
+        return error
+    code = getattr(error, "errno", None)
+    if code == errno.ENOSPC or _low_space(path.parent):
+        return WriteError(errno.ENOSPC, f"no space left on device writing {path}")
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split()) or type(error).__name__
+    return WriteError(code or errno.EIO, f"cannot write {path}: {reason}")
+
+
+def writable_folder(folder: PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and check that files can be created in it.
+
+    Raises
+    ------
+    InputError
+        One line naming the folder and the reason (it is a file, lies under a file, is read-only, ...).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = _temporary_name(folder / "write-test", "")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.unlink(probe)
+    except FileExistsError:
+        raise InputError(f"cannot write to {what} {folder}: it is a file, not a folder") from None
+    except NotADirectoryError:
+        raise InputError(f"cannot write to {what} {folder}: a part of the path is a file, not a folder") from None
+    except OSError as err:
+        raise InputError(f"cannot write to {what} {folder}: {err.strerror or err}") from None
+    return folder
+
+
+@contextlib.contextmanager
+def temporary_path(path: PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a new empty temporary file next to ``path`` (the folder is created if needed); it is removed
+    on leaving, whatever happens. Stale temporary files of ``path`` are removed first
+    (:func:`remove_stale_temporaries`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = _temporary_name(path, suffix)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield str(tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 @contextlib.contextmanager
@@ -19,18 +130,17 @@ def atomic_path(path: PathLike, suffix: str = "") -> Iterator[str]:
     """Yield a temporary file name next to ``path``; on success rename it to ``path``.
 
     For libraries that write to a file name themselves (``net.save_parameters``, ``rasterio.open``).
-    ``suffix`` keeps an extension some writers need. On error the temporary file is removed.
+    ``suffix`` keeps an extension some writers need. On error the temporary file is removed and write
+    errors (:class:`OSError`, rasterio's errors) are raised as a :class:`WriteError` naming ``path``
+    (:func:`write_error`); other exceptions pass unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with temporary_path(path, suffix) as tmp:
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except _WRITE_ERRORS as err:
+            raise write_error(err, path) from None
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -4,7 +4,9 @@ handling and the options that name labelled data.
 A command's ``main(argv) -> int`` raises :class:`~utilities.errors.InputError` for unusable inputs;
 :func:`entry_point` turns that into one line ``error: <message>`` on stderr and exit status 2 (no stack
 trace). Commands can map further exception types to other statuses (e.g. a failed ONNX parity check
-to 1).
+to 1). Whatever the mapping, a failed read or write of a file (:class:`OSError`, e.g. a full disk) ends
+with one line and status 1, and Ctrl-C (SIGINT) with the line ``interrupted`` and status 130 (128 + the
+signal number, as shells report it).
 """
 from __future__ import annotations
 
@@ -20,6 +22,19 @@ Main = Callable[[Optional[Sequence[str]]], int]
 
 #: exception type -> exit status, checked in order (the first matching type wins)
 DEFAULT_FAILURES: Mapping[Type[BaseException], int] = {InputError: 2}
+#: exit status of a failed file operation (:class:`OSError`) that ``failures`` does not map
+OS_ERROR_STATUS = 1
+#: exit status after SIGINT (128 + 2)
+INTERRUPTED_STATUS = 130
+
+
+def _message(err: BaseException) -> str:
+    """One line: an :class:`OSError`'s reason and file, anything else's text."""
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror if err.filename is None else f"{err.strerror}: {err.filename}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 def entry_point(main: Main, failures: Mapping[Type[BaseException], int] = DEFAULT_FAILURES) -> Main:
@@ -30,21 +45,27 @@ def entry_point(main: Main, failures: Mapping[Type[BaseException], int] = DEFAUL
     main : callable
         ``main(argv) -> int``, argv as for ``argparse`` (None: ``sys.argv[1:]``).
     failures : mapping of exception type to int
-        Exit status per exception type; default: :class:`~utilities.errors.InputError` -> 2.
+        Exit status per exception type; default: :class:`~utilities.errors.InputError` -> 2. An
+        :class:`OSError` not mapped here exits with :data:`OS_ERROR_STATUS`, SIGINT with
+        :data:`INTERRUPTED_STATUS`.
 
     Returns
     -------
     callable
         ``run(argv=None) -> int``; use as ``sys.exit(run())``.
     """
+    statuses = {**failures, OSError: failures.get(OSError, OS_ERROR_STATUS)}
+
     @functools.wraps(main)
     def run(argv: Optional[Sequence[str]] = None) -> int:
         try:
             return main(argv)
-        except tuple(failures) as err:
-            message = " ".join(str(err).split())
-            print(f"error: {message}", file=sys.stderr)
-            return next(code for kind, code in failures.items() if isinstance(err, kind))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return INTERRUPTED_STATUS
+        except tuple(statuses) as err:
+            print(f"error: {_message(err)}", file=sys.stderr)
+            return next(code for kind, code in statuses.items() if isinstance(err, kind))
 
     return run
 

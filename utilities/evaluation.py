@@ -6,19 +6,24 @@ of all images give the global metrics (the paper's pixel-wise precision, recall,
 overall accuracy and Cohen's kappa, all from pycm through :func:`utilities.metrics.change_metrics`). The
 global row is therefore not the mean of the per-image rows.
 
-Images are predicted whole. When their height or width is not a multiple of the model's
-``size_multiple`` they are reflect-padded (as the paper pads the borders of large rasters, Section 8.5.1)
-to the next multiple and the outputs cropped back: every input pixel is evaluated, none is cropped away.
-Pixels without data in either date (NaN, or the rasters' nodata value) are given the band's training mean
-(a neutral input) for the prediction and left out of the counts.
+Images are read, predicted and counted strip by strip, as ``predict.py`` does (a
+:data:`~utilities.inference.StripPredictFn`): with the paper's overlapping windows
+(:func:`~utilities.inference.tiled_prediction`, what ``evaluate.py`` uses) memory is a strip of windows,
+not the raster; :func:`~utilities.inference.padded_prediction` (the default, for tiles that fit in memory)
+predicts a whole image in one pass, reflect-padded to the model's ``size_multiple``: every input pixel is
+evaluated, none is cropped away. Pixels without data in either date (NaN, infinite, or the rasters' nodata
+value) are given the band's training mean (a neutral input) for the prediction and left out of the
+counts; a sample without any such pixel gets a warning.
 
-Outputs (all written atomically) of :func:`write_evaluation`: ``metrics.json``, ``metrics.md`` and, per
-image, ``<name>_tpfpfn.png`` (colours of :data:`TPFPFN_COLOURS`, as in the paper's Fig. 1), plus
-``<name>_tpfpfn.tif`` with the input's CRS and geotransform when the input is georeferenced.
+Outputs (all written atomically): per image (:class:`MapWriter`) ``<name>_tpfpfn.png`` (colours of
+:data:`TPFPFN_COLOURS`, as in the paper's Fig. 1), plus ``<name>_tpfpfn.tif`` with the input's CRS and
+geotransform when the input is georeferenced; then :func:`write_evaluation`: ``metrics.json``, ``metrics.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -27,25 +32,25 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
 
-import cv2
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, temporary_path, writable_folder
 from .datasets import Sample
 from .errors import InputError
-from .io import nodata_mask, raster_info, read_image, read_label
+from .inference import RasterRows, StripPredictFn, WindowForward, padded_prediction, pair_rows, select_bands
+from .io import PixelWindow, RasterInfo, check_pair, raster_info, read_label
 from .metrics import METRIC_NAMES, change_metrics, confusion_counts
 from .model_io import Predictor
+from .progress import progress
 
 PathLike = Union[str, Path]
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]
-#: ``predict(predictor, date1, date2) -> (segmentation, boundary, distance)``, images ``(C, H, W)``,
-#: outputs ``(classes, H, W)``
-PredictFn = Callable[[Predictor, np.ndarray, np.ndarray], Outputs]
+log = logging.getLogger(__name__)
 
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
 #: RGB colour of each outcome in the maps; pixels without data are grey
@@ -56,57 +61,71 @@ _TITLES = {"precision": "precision", "recall": "recall", "f1": "F1", "mcc": "MCC
            "overall_accuracy": "OA", "kappa": "kappa"}
 
 
-def _pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
-    rows, cols = (-n % multiple for n in image.shape[-2:])
-    return np.pad(image, ((0, 0), (0, rows), (0, cols)), mode="reflect") if rows or cols else image
-
-
-def predict_padded(predictor: Predictor, date1: np.ndarray, date2: np.ndarray) -> Outputs:
-    """The model's outputs for one whole pair of ``(C, H, W)`` images.
-
-    Inputs are reflect-padded at the bottom and right to the next multiple of ``predictor.size_multiple``
-    and the outputs cropped back to ``(classes, H, W)``.
-    """
-    height, width = date1.shape[-2:]
-    padded = [_pad_to_multiple(d, predictor.size_multiple)[None] for d in (date1, date2)]
-    return tuple(o[0, :, :height, :width] for o in predictor(*padded))
-
-
 def change_probability(segmentation: np.ndarray) -> np.ndarray:
-    """The change class's probability ``(H, W)`` from a ``(classes, H, W)`` segmentation (last class)."""
+    """The change class's probability ``(..., H, W)`` from a ``(classes, ..., H, W)`` segmentation (last class)."""
     return segmentation[-1]
 
 
 @dataclass
 class Prediction:
-    """A sample with its label, the model's outputs and the pixels that have data."""
+    """Rows ``[row, row + n)`` of a sample: its label, the model's outputs and the pixels that have data.
+
+    Attributes
+    ----------
+    sample : Sample
+    row : int
+        The sample's row of the first of these rows.
+    label : numpy.ndarray
+        uint8 ``(n, W)`` in {0, 1}.
+    outputs : (segmentation, boundary, distance)
+        ``(classes, n, W)`` each.
+    valid : numpy.ndarray
+        bool ``(n, W)``: False where either date has no data.
+    height : int
+        The sample's number of rows (``row + n == height`` on its last rows).
+    """
 
     sample: Sample
+    row: int
     label: np.ndarray
     outputs: Outputs
     valid: np.ndarray
+    height: int
+
+    @property
+    def last(self) -> bool:
+        """These are the sample's last rows."""
+        return self.row + len(self.label) == self.height
 
 
-def _read_date(path: Path, sample: Sample, predictor: Predictor) -> Tuple[np.ndarray, np.ndarray]:
-    image = read_image(path, bands=predictor.bands, window=sample.window)
-    if image.shape[0] != predictor.channels:
-        raise InputError(f"the model takes {predictor.channels} band(s) but {path} gives {image.shape[0]}")
-    missing = nodata_mask(image, raster_info(path).nodata)
-    if missing.any():  # a neutral input there: the band's training mean (0 once standardised)
-        image = np.where(missing[None], predictor.mean[0], image)
-    return image, missing
+def _region(sample: Sample, info: RasterInfo) -> PixelWindow:
+    return sample.window if sample.window is not None else (0, 0, info.height, info.width)
 
 
-def predictions(predictor: Predictor, samples: Sequence[Sample],
-                predict: PredictFn = predict_padded) -> Iterator[Prediction]:
-    """Read each labelled sample and predict it (one at a time, so memory holds one image)."""
-    for sample in samples:
-        if sample.label is None:
-            raise InputError(f"sample {sample.name} ({sample.date1}) has no label to evaluate against")
-        date1, missing1 = _read_date(sample.date1, sample, predictor)
-        date2, missing2 = _read_date(sample.date2, sample, predictor)
-        label = read_label(sample.label, window=sample.window)
-        yield Prediction(sample, label, predict(predictor, date1, date2), ~(missing1 | missing2))
+def sample_predictions(predictor: Predictor, sample: Sample,
+                       predict: StripPredictFn = padded_prediction) -> Iterator[Prediction]:
+    """Predict a labelled sample strip by strip, as ``predict`` hands the strips out (a tiled predictor
+    holds a strip of windows in memory, not the raster).
+
+    Raises
+    ------
+    InputError
+        The sample has no label, its files do not match (:func:`~utilities.io.check_pair`), are unreadable,
+        or do not have the model's bands.
+    """
+    if sample.label is None:
+        raise InputError(f"sample {sample.name} ({sample.date1}) has no label to evaluate against")
+    info = check_pair(sample.date1, sample.date2, sample.label)
+    bands = select_bands(sample.date1, info.count, predictor.bands, predictor.channels)
+    region = _region(sample, info)
+    read = pair_rows(sample.date1, sample.date2, bands, region)
+    labels = RasterRows(Path(sample.label), read_label, region)
+    height, width = region[2:]
+    forward = WindowForward(predictor)
+    for strip in predict(forward, read, height, width):
+        rows = strip.outputs.shape[1]
+        yield Prediction(sample, strip.row, labels(strip.row, strip.row + rows), forward.heads(strip.outputs),
+                         ~np.isnan(strip.inputs).any(axis=0), height)
 
 
 def tpfpfn_map(pred: np.ndarray, label: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
@@ -122,22 +141,6 @@ def tpfpfn_map(pred: np.ndarray, label: np.ndarray, valid: Optional[np.ndarray] 
     return image
 
 
-def write_png(path: PathLike, rgb: np.ndarray) -> None:
-    """Write an RGB ``(H, W, 3)`` uint8 image as PNG, atomically."""
-    with atomic_path(path, suffix=".png") as tmp:
-        if not cv2.imwrite(tmp, np.ascontiguousarray(rgb[:, :, ::-1])):
-            raise OSError(f"cannot write {path}")
-
-
-def write_geotiff_rgb(path: PathLike, rgb: np.ndarray, crs: Any, transform: Any) -> None:
-    """Write an RGB ``(H, W, 3)`` uint8 image as a georeferenced GeoTIFF, atomically."""
-    with atomic_path(path, suffix=".tif") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(tmp, "w", driver="GTiff", height=rgb.shape[0], width=rgb.shape[1], count=3,
-                           dtype="uint8", crs=crs, transform=transform, photometric="RGB") as dst:
-            dst.write(rgb.transpose(2, 0, 1))
-
-
 def _georeference(sample: Sample) -> Optional[Tuple[Any, Any]]:
     """``(crs, transform)`` of the sample's pixels, or None when date 1 is not georeferenced."""
     info = raster_info(sample.date1)
@@ -150,16 +153,42 @@ def _georeference(sample: Sample) -> Optional[Tuple[Any, Any]]:
     return info.crs, transform
 
 
-def write_maps(out_dir: PathLike, sample: Sample, rgb: np.ndarray) -> List[Path]:
-    """``<name>_tpfpfn.png``, and ``<name>_tpfpfn.tif`` when the sample is georeferenced."""
-    out_dir = Path(out_dir)
-    written = [out_dir / f"{sample.name}_tpfpfn.png"]
-    write_png(written[0], rgb)
-    georeference = _georeference(sample)
-    if georeference is not None:
-        written.append(out_dir / f"{sample.name}_tpfpfn.tif")
-        write_geotiff_rgb(written[1], rgb, *georeference)
-    return written
+class MapWriter:
+    """The TP/FP/FN map of one sample, written strip by strip: ``<name>_tpfpfn.tif`` (kept when the sample is
+    georeferenced, with its CRS and geotransform), from which GDAL copies ``<name>_tpfpfn.png`` row by row.
+    Both are written under temporary names and renamed on :meth:`close`; memory is a strip."""
+
+    def __init__(self, out_dir: PathLike, sample: Sample, height: int, width: int):
+        out_dir = writable_folder(out_dir)
+        self.png, self.tif = out_dir / f"{sample.name}_tpfpfn.png", out_dir / f"{sample.name}_tpfpfn.tif"
+        self.files = contextlib.ExitStack()
+        georeference = _georeference(sample)
+        self.written = [self.png] if georeference is None else [self.png, self.tif]
+        write_tif = atomic_path if georeference is not None else temporary_path
+        self.tmp_tif = self.files.enter_context(write_tif(self.tif, suffix=".tif"))
+        crs, transform = georeference or (None, None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self.dataset = self.files.enter_context(rasterio.open(
+                self.tmp_tif, "w", driver="GTiff", height=height, width=width, count=3, dtype="uint8", crs=crs,
+                transform=transform, photometric="RGB", compress="deflate"))
+        self.width = width
+
+    def add(self, row: int, rgb: np.ndarray) -> None:
+        """Write the RGB rows ``(n, W, 3)`` from ``row``."""
+        self.dataset.write(rgb.transpose(2, 0, 1), window=Window(0, row, self.width, len(rgb)))
+
+    def close(self) -> List[Path]:
+        """Finish both files; returns their paths."""
+        with self.files:
+            self.dataset.close()
+            with atomic_path(self.png, suffix=".png") as tmp, rasterio.Env(GDAL_PAM_ENABLED="NO"):
+                rasterio.shutil.copy(self.tmp_tif, tmp, driver="PNG")
+        return self.written
+
+    def abort(self) -> None:
+        """Remove the temporary files."""
+        self.files.close()
 
 
 @dataclass
@@ -205,7 +234,7 @@ def result_row(counts: np.ndarray, metrics: Dict[str, float]) -> Dict[str, Any]:
 
 
 def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float = 0.5,
-             maps_dir: Optional[PathLike] = None, predict: PredictFn = predict_padded,
+             maps_dir: Optional[PathLike] = None, predict: StripPredictFn = padded_prediction,
              observe: Optional[Callable[[Prediction], None]] = None) -> Evaluation:
     """Evaluate ``predictor`` on labelled ``samples`` (paper Section 8.4).
 
@@ -218,11 +247,13 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float =
     threshold : float
         A pixel is predicted as change when its change probability is above ``threshold``.
     maps_dir : path, optional
-        Where to write the TP/FP/FN maps (:func:`write_maps`); None writes none.
+        Where to write the TP/FP/FN maps (:class:`MapWriter`); None writes none.
     predict : callable
-        How a whole pair is predicted (default :func:`predict_padded`; a tiled predictor for large rasters).
+        How a pair is predicted, strip by strip (default :func:`~utilities.inference.padded_prediction`,
+        whole images; :func:`~utilities.inference.tiled_prediction` for large rasters).
     observe : callable, optional
-        Called with every :class:`Prediction`, for further measures of the outputs.
+        Called with every :class:`Prediction` (the strips of each sample in order), for further measures
+        of the outputs.
 
     Returns
     -------
@@ -231,13 +262,28 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float =
     if not 0.0 <= threshold < 1.0:
         raise InputError(f"threshold must be in [0, 1), got {threshold}")
     results = []
-    for item in predictions(predictor, samples, predict):
-        pred = change_probability(item.outputs[0]) > threshold
-        results.append(ImageResult(item.sample.name, confusion_counts(pred, item.label, item.valid)))
-        if maps_dir is not None:
-            write_maps(maps_dir, item.sample, tpfpfn_map(pred, item.label, item.valid))
-        if observe is not None:
-            observe(item)
+    for sample in progress(samples, total=len(samples), desc="evaluate", unit="image"):
+        counts, maps = np.zeros(len(COUNT_NAMES), np.int64), None
+        try:
+            for item in sample_predictions(predictor, sample, predict):
+                pred = change_probability(item.outputs[0]) > threshold
+                counts += confusion_counts(pred, item.label, item.valid)
+                if maps_dir is not None and maps is None:
+                    maps = MapWriter(maps_dir, sample, item.height, item.label.shape[1])
+                if maps is not None:
+                    maps.add(item.row, tpfpfn_map(pred, item.label, item.valid))
+                if observe is not None:
+                    observe(item)
+        except BaseException:
+            if maps is not None:
+                maps.abort()
+            raise
+        if maps is not None:
+            maps.close()
+        if not counts.any():
+            log.warning("sample %s (%s, %s) has no pixel with data in both dates: its metrics are undefined",
+                        sample.name, sample.date1, sample.date2)
+        results.append(ImageResult(sample.name, counts))
     return Evaluation(results, threshold)
 
 

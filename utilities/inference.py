@@ -22,9 +22,10 @@ looks finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -32,18 +33,24 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from utilities.atomic import atomic_path
+from utilities.atomic import atomic_path, writable_folder
 from utilities.datasets import levircd_samples
 from utilities.errors import InputError
-from utilities.io import PathLike, RasterInfo, check_pair, nodata_mask, raster_info, read_image
+from utilities.io import PathLike, PixelWindow, RasterInfo, check_pair, nodata_mask, raster_info, read_image
 from utilities.model_io import Predictor
 from utilities.progress import progress as progress_bar
-from utilities.tiling import Tiling, check_window, stream_strips
+from utilities.tiling import RowReader, Strip, Tiling, check_window, stream_strips
 
 #: output name -> file name
 OUTPUT_FILES = {"probability": "change_probability.tif", "mask": "change_mask.tif",
                 "boundary": "boundary.tif", "distance": "distance.tif"}
 QUICKLOOK_FILE = "quicklook.png"
+#: the model's outputs, in order; each has one map per class
+HEADS = ("segmentation", "boundary", "distance")
+#: ``predict(forward, read, height, width)``: the :class:`~utilities.tiling.Strip` s of a pair of dates
+#: whose stacked rows ``read`` gives (:func:`pair_rows`), predicted by ``forward`` (a :class:`WindowForward`,
+#: whose :meth:`~WindowForward.heads` splits the strips' outputs)
+StripPredictFn = Callable[["WindowForward", RowReader, int, int], Iterator[Strip]]
 MASK_NODATA = 255
 #: tile side of the output GeoTIFFs; rows are written a whole row of tiles at a time
 BLOCK = 256
@@ -70,26 +77,94 @@ def select_bands(path: PathLike, count: int, bands: Optional[Sequence[int]], cha
     return selected
 
 
-class _DateRows:
-    """Rows of one date image as float32 ``(C, n, width)``, NaN where the pixel has no data."""
+class RasterRows:
+    """Rows of a region of a raster, ``read(row0, row1) -> (..., row1 - row0, width)`` relative to the region.
 
-    def __init__(self, path: Path, bands: Sequence[int], info: RasterInfo):
-        self.path, self.bands, self.info = path, list(bands), info
+    GeoTIFFs are read a window at a time; PNG/JPEG (small by nature, and not readable by windows) are
+    decoded once. A GeoTIFF's first and last pixels are read at once, so that a truncated or corrupt file
+    is refused before any output exists rather than half-way through.
+
+    Parameters
+    ----------
+    path : Path
+    read : callable
+        ``read(path, window=(row, col, height, width)) -> array``, e.g. :func:`~utilities.io.read_label`.
+    region : (row, col, height, width)
+        The rectangle of the raster to read.
+    """
+
+    def __init__(self, path: Path, read: Callable[..., np.ndarray], region: PixelWindow):
+        self.path, self.read, self.region = path, read, region
+        row, col, rows, cols = region
         self.image = None
         if path.suffix.lower() in _WHOLE_FORMATS:
-            self.image = read_image(path, self.bands)
-        else:  # reading one pixel checks the bands and the data now, before any output exists
-            read_image(path, self.bands, (0, 0, 1, 1))
+            self.image = read(path, window=region)
+        else:
+            for corner in ((row, col), (row + rows - 1, col + cols - 1)):
+                read(path, window=(*corner, 1, 1))
 
     def __call__(self, row0: int, row1: int) -> np.ndarray:
-        if self.image is None:
-            rows = read_image(self.path, self.bands, (row0, 0, row1 - row0, self.info.width))
-        else:
-            rows = self.image[:, row0:row1]
-        nodata = nodata_mask(rows, self.info.nodata)  # in the file's type: exact comparisons
+        if self.image is not None:
+            return self.image[..., row0:row1, :]
+        row, col, _, cols = self.region
+        return self.read(self.path, window=(row + row0, col, row1 - row0, cols))
+
+
+class DateRows(RasterRows):
+    """Rows of (a region of) a date image as float32 ``(C, n, width)``, NaN where the pixel has no data
+    (:func:`~utilities.io.nodata_mask`: NaN, infinite or the declared nodata value)."""
+
+    def __init__(self, path: Path, bands: Sequence[int], region: PixelWindow):
+        self.nodata = raster_info(path).nodata
+        super().__init__(path, functools.partial(read_image, bands=list(bands)), region)
+
+    def __call__(self, row0: int, row1: int) -> np.ndarray:
+        rows = super().__call__(row0, row1)
+        nodata = nodata_mask(rows, self.nodata)  # in the file's type: exact comparisons
         rows = rows.astype(np.float32)
         rows[:, nodata] = np.nan
         return rows
+
+
+def pair_rows(date1: Path, date2: Path, bands: Sequence[int], region: PixelWindow) -> RowReader:
+    """``read(row0, row1) -> (2C, n, width)``: rows of both dates stacked (date 1's bands first), NaN where
+    either has no data."""
+    dates = [DateRows(Path(date), bands, region) for date in (date1, date2)]
+    return lambda row0, row1: np.concatenate([date(row0, row1) for date in dates])
+
+
+class WindowForward:
+    """``forward((B, 2C, h, w)) -> (B, sum of K_i, h, w)``: the class maps of the model's heads
+    (:data:`HEADS`) concatenated, for stacked date windows; :meth:`heads` splits them again.
+
+    Pixels without data (NaN) are given the band's training mean first: a neutral input (0 once
+    standardised), so that they disturb the valid pixels of the windows they share as little as possible;
+    the caller masks them out of the outputs.
+
+    Parameters
+    ----------
+    predictor : Predictor
+    done : callable, optional
+        ``done(B)`` after every batch (a progress bar).
+    """
+
+    def __init__(self, predictor: Predictor, done: Optional[Callable[[int], Any]] = None):
+        self.predictor, self.done = predictor, done
+        self.fill = np.tile(predictor.mean.ravel(), 2)[None, :, None, None]
+        self.sections: Optional[List[int]] = None  # maps per head, known after the first call
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        channels = self.predictor.channels
+        batch = np.where(np.isnan(batch), self.fill, batch)
+        outputs = self.predictor(batch[:, :channels], batch[:, channels:])
+        self.sections = [o.shape[1] for o in outputs]
+        if self.done is not None:
+            self.done(len(batch))
+        return np.concatenate(outputs, axis=1)
+
+    def heads(self, outputs: np.ndarray, axis: int = 0) -> Tuple[np.ndarray, ...]:
+        """``(segmentation, boundary, distance)`` of concatenated outputs (their maps on ``axis``)."""
+        return tuple(np.split(outputs, np.cumsum(self.sections)[:-1], axis=axis))
 
 
 def _profile(info: RasterInfo, dtype: str, nodata: float) -> dict:
@@ -221,28 +296,22 @@ def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_
         raise InputError(f"threshold must be in [0, 1], got {threshold}.")
     info = check_pair(date1, date2)
     bands = select_bands(date1, info.count, predictor.bands if bands is None else bands, predictor.channels)
-    dates = [_DateRows(date1, bands, info), _DateRows(date2, bands, raster_info(date2))]
+    read = pair_rows(date1, date2, bands, (0, 0, info.height, info.width))
+    writable_folder(out_dir)
     tiling = Tiling(info.height, info.width, window, stride)
     channels = len(bands)
-    fill = np.tile(predictor.mean.ravel(), 2)[None, :, None, None]
     bar = progress_bar(total=tiling.n_windows, desc=f"predict {date2.name}", unit="window", disable=not progress)
+    forward = WindowForward(predictor, bar.update)
 
-    def read(row0: int, row1: int) -> np.ndarray:
-        return np.concatenate([date(row0, row1) for date in dates])
+    def predict(batch: np.ndarray) -> np.ndarray:  # the change class (the last) of each head
+        return np.stack([head[:, -1] for head in forward.heads(forward(batch), axis=1)], axis=1)
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        batch = np.where(np.isnan(batch), fill, batch)
-        segmentation, boundary, distance = predictor(batch[:, :channels], batch[:, channels:])
-        bar.update(len(batch))
-        return np.stack([segmentation[:, 1], boundary[:, 1], distance[:, 1]], axis=1)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / file_name for name, file_name in OUTPUT_FILES.items()}
     preview = _Quicklook(info, predictor) if quicklook else None
     with bar, contextlib.ExitStack() as stack:
         outputs = _GeoTIFFs(stack, out_dir, info)
         for strip in stream_strips(tiling, read, predict, batch_size):
-            nodata = np.isnan(strip.inputs).any(axis=0)
+            nodata = np.isnan(strip.inputs).any(axis=0)  # NaN after DateRows: nodata in either date
             probability, boundary, distance = np.where(nodata, np.float32(np.nan), strip.outputs)
             mask = np.where(nodata, MASK_NODATA, probability >= threshold).astype(np.uint8)
             outputs.add({"probability": probability, "mask": mask, "boundary": boundary, "distance": distance})
@@ -280,26 +349,23 @@ def predict_folder(predictor: Predictor, root: PathLike, out_dir: PathLike, spli
             for sample in levircd_samples(root, split)}
 
 
-def tiled_prediction(window: int = 256, stride: int = 64, batch_size: int = 4):
-    """A ``predict(predictor, date1, date2) -> (segmentation, boundary, distance)`` for whole images in
-    memory (``(C, H, W)`` arrays), by the paper's overlapping windows (Section 8.5.1) instead of one
-    forward pass over the image: the evaluation of large images then needs the memory of a window,
-    and matches what :func:`predict_rasters` writes."""
+def padded_prediction(forward: WindowForward, read: RowReader, height: int, width: int) -> Iterator[Strip]:
+    """A :data:`StripPredictFn` for images that fit in memory (e.g. LEVIR-CD tiles): one forward pass over
+    the whole pair, reflect-padded at the bottom and right to the next multiple of the model's
+    ``size_multiple`` (as the paper pads large rasters, Section 8.5.1), the outputs cropped back; one strip."""
+    inputs = read(0, height)
+    rows, cols = (-n % forward.predictor.size_multiple for n in (height, width))
+    padded = np.pad(inputs, ((0, 0), (0, rows), (0, cols)), mode="reflect") if rows or cols else inputs
+    yield Strip(0, inputs, forward(padded[None])[0, :, :height, :width])
 
-    def predict(predictor: Predictor, date1: np.ndarray, date2: np.ndarray):
-        check_window(window, stride, predictor.size_multiple)
-        channels, height, width = date1.shape
-        tiling = Tiling(height, width, window, stride)
-        both = np.concatenate([date1, date2]).astype(np.float32)
-        outputs = None
 
-        def forward(batch: np.ndarray) -> np.ndarray:
-            return np.concatenate(predictor(batch[:, :channels], batch[:, channels:]), axis=1)
+def tiled_prediction(window: int = 256, stride: int = 64, batch_size: int = 4) -> StripPredictFn:
+    """A :data:`StripPredictFn` by the paper's overlapping windows (Section 8.5.1), streamed strip by strip
+    (:func:`~utilities.tiling.stream_strips`): memory of a strip of windows whatever the raster's size, and
+    the outputs :func:`predict_rasters` writes."""
 
-        for strip in stream_strips(tiling, lambda r0, r1: both[:, r0:r1], forward, batch_size):
-            if outputs is None:
-                outputs = np.empty((strip.outputs.shape[0], height, width), np.float32)
-            outputs[:, strip.row:strip.row + strip.outputs.shape[1]] = strip.outputs
-        return tuple(np.split(outputs, 3))
+    def predict(forward: WindowForward, read: RowReader, height: int, width: int) -> Iterator[Strip]:
+        check_window(window, stride, forward.predictor.size_multiple)
+        yield from stream_strips(Tiling(height, width, window, stride), read, forward, batch_size)
 
     return predict

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -119,6 +121,24 @@ def _check_window(path: Path, window: Optional[PixelWindow], height: int, width:
 
 
 @contextmanager
+def _captured_stderr() -> Iterator[List[str]]:
+    """Collect the lines C libraries print on file descriptor 2 meanwhile (libpng's warnings and errors,
+    which OpenCV lets it print): a bad image then gives one message, ours, naming the file."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    lines: List[str] = []
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines.extend(capture.read().decode(errors="replace").splitlines())
+
+
+@contextmanager
 def _open_raster(path: Path) -> Iterator[rasterio.DatasetReader]:
     """Open with rasterio, turning its errors into :class:`InputError` naming the file."""
     try:
@@ -155,13 +175,16 @@ class _OpenCVImage:
     @staticmethod
     def decode(path: Path) -> np.ndarray:
         # imdecode(fromfile) rather than imread: works for any path encoding.
-        try:
-            image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        except cv2.error:
-            image = None
+        with _captured_stderr() as printed:
+            try:
+                image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+            except cv2.error:
+                image = None
         if image is None:
+            errors = [line.split(" error: ", 1)[1] for line in printed if " error: " in line]
+            reason = f" ({_one_line(errors[-1])})" if errors else ""
             raise InputError(f"cannot read image {path}: the file is empty, corrupt or not a "
-                             f"{path.suffix.lstrip('.').upper()} image.")
+                             f"{path.suffix.lstrip('.').upper()} image{reason}.")
         if image.ndim == 2:
             return image[None]
         image = image.transpose(2, 0, 1)
@@ -222,7 +245,7 @@ def read_image(path: PathLike, bands: Optional[Sequence[int]] = None,
     Returns
     -------
     numpy.ndarray
-        ``(C, H, W)``. NaN values of float rasters are kept (see :func:`nodata_mask`).
+        ``(C, H, W)``. NaN and infinite values of float rasters are kept (see :func:`nodata_mask`).
 
     Raises
     ------
@@ -362,14 +385,15 @@ def check_pair(path1: PathLike, path2: PathLike, label_path: Optional[PathLike] 
 
 
 def nodata_mask(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray:
-    """Pixels without data: True where any band is NaN or equals ``nodata``.
+    """Pixels without data: True where any band is not finite (NaN, +inf, -inf) or equals ``nodata``.
 
     Parameters
     ----------
     image : numpy.ndarray
         ``(C, H, W)`` (or ``(H, W)``, one band).
     nodata : float, optional
-        The raster's nodata value (:attr:`RasterInfo.nodata`); NaN values are always masked.
+        The raster's nodata value (:attr:`RasterInfo.nodata`); NaN and infinite values are always masked
+        (no sensor measures an infinite radiance: they are fill values or overflows).
 
     Returns
     -------
@@ -383,7 +407,7 @@ def nodata_mask(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray
         raise ValueError(f"nodata_mask: expected a (C, H, W) image, got shape {image.shape}")
     mask = np.zeros(image.shape[1:], dtype=bool)
     if image.dtype.kind == "f":
-        mask |= np.isnan(image).any(axis=0)
+        mask |= ~np.isfinite(image).all(axis=0)
     if nodata is not None and not math.isnan(nodata):
         mask |= (image == nodata).any(axis=0)
     return mask

@@ -148,12 +148,17 @@ def _one_hot(label: np.ndarray, classes: int) -> np.ndarray:
 def checkpoint_scores(params: PathLike, samples: Sequence[Sample], depth: int, axis: Sequence[int],
                       threshold: float = 0.5) -> Tuple[Evaluation, float]:
     """Evaluate one checkpoint on labelled samples: metrics (pooled counts) and the mean per-image <FT>^d
-    of the segmentation against the one-hot label, reduced over ``axis`` as in training."""
-    fts = []
+    of the segmentation against the one-hot label, reduced over ``axis`` as in training (over a whole
+    image: its strips are gathered first; validation tiles are predicted whole anyway)."""
+    fts, strips = [], []
 
     def measure_ft(item: Prediction) -> None:
-        segmentation = nd.array(item.outputs[0][None])
-        target = nd.array(_one_hot(item.label, segmentation.shape[1]))
+        strips.append(item)
+        if not item.last:
+            return
+        segmentation = nd.array(np.concatenate([s.outputs[0] for s in strips], axis=1)[None])
+        target = nd.array(_one_hot(np.concatenate([s.label for s in strips]), segmentation.shape[1]))
+        strips.clear()
         fts.append(float(mean_fractal_tanimoto(nd, segmentation, target, depth, tuple(axis)).mean().asscalar()))
 
     evaluation = evaluate(load_predictor(params), samples, threshold, observe=measure_ft)

@@ -16,10 +16,12 @@ from mxnet import gluon
 import evaluate as evaluate_cli
 from tests.utilities.fakes import DEFAULT_TRANSFORM, write_geotiff, write_levircd_tree, write_png
 from tests.utilities.tiny_models import save_checkpoint, tiny_network
+from utilities import evaluation, inference
 from utilities.datasets import levircd_samples, pair_samples
 from utilities.errors import InputError
 from utilities.evaluation import TPFPFN_COLOURS, evaluate, tpfpfn_map, write_evaluation
-from utilities.metrics import change_metrics
+from utilities.inference import tiled_prediction
+from utilities.metrics import change_metrics, confusion_counts
 from utilities.model_io import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,6 +150,71 @@ def test_nodata_pixels_are_left_out_of_the_counts(tmp_path):
         assert tuple(src.read()[:, 0, 0]) == TPFPFN_COLOURS["nodata"]
 
 
+def tall_pair(folder: Path, height: int = 200, width: int = 24, dtype=np.float32):
+    """A georeferenced pair much taller than a strip, its fake prediction ``pred`` and its label."""
+    rng = np.random.default_rng(3)
+    pred = (rng.random((height, width)) < 0.3).astype(np.uint8)
+    label = (rng.random((height, width)) < 0.3).astype(np.uint8)
+    date1 = np.full((3, height, width), 40, dtype)
+    date2 = date1 + (pred * 215).astype(dtype)[None]
+    paths = [write_geotiff(folder / f"{n}.tif", image) for n, image in (("t1", date1), ("t2", date2))]
+    return paths, write_geotiff(folder / "label.tif", label[None] * np.uint8(255)), pred, label
+
+
+def test_evaluation_streams_by_windows_and_equals_the_whole_image_computation(tmp_path, monkeypatch):
+    """Rasters (dates and label) are read in spans of at most a window of rows, never whole, and the counts
+    and maps equal the computation on the whole arrays in memory."""
+    (date1, date2), label_path, pred, label = tall_pair(tmp_path)
+    spans = []
+
+    def spy(read):
+        def recording(path, *args, window=None, **kwargs):
+            spans.append((Path(path).name, window))
+            return read(path, *args, window=window, **kwargs)
+        return recording
+
+    monkeypatch.setattr(inference, "read_image", spy(inference.read_image))
+    monkeypatch.setattr(evaluation, "read_label", spy(evaluation.read_label))
+    window, stride = 16, 8
+    result = evaluate(fake_predictor(), pair_samples(date1, date2, label_path), maps_dir=tmp_path / "maps",
+                      predict=tiled_prediction(window, stride, batch_size=2))
+    assert {name for name, _ in spans} == {"t1.tif", "t2.tif", "label.tif"}
+    assert all(w is not None and w[2] <= window and w[3] in (1, 24) for _, w in spans)
+    assert max(w[0] + w[2] for _, w in spans) == 200  # down to the last row
+    np.testing.assert_array_equal(result.counts, confusion_counts(pred, label))
+    whole = evaluate(fake_predictor(), pair_samples(date1, date2, label_path))  # one pass over the whole image
+    np.testing.assert_array_equal(result.counts, whole.counts)
+    assert result.metrics == pytest.approx(change_metrics(confusion_counts(pred, label)), nan_ok=True)
+    expected = tpfpfn_map(pred, label)
+    with rasterio.open(tmp_path / "maps" / "t1_tpfpfn.tif") as src:
+        np.testing.assert_array_equal(src.read().transpose(1, 2, 0), expected)
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "maps" / "t1_tpfpfn.png"))[:, :, ::-1], expected)
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["t1_tpfpfn.png", "t1_tpfpfn.tif"]
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_non_finite_pixels_are_nodata_and_left_out(tmp_path, value):
+    (date1, date2), label_path, pred, label = tall_pair(tmp_path, height=40)
+    with rasterio.open(date2, "r+") as dst:
+        image = dst.read()
+        image[1, :20] = value  # the top half of one band
+        dst.write(image)
+    result = evaluate(fake_predictor(), pair_samples(date1, date2, label_path),
+                      predict=tiled_prediction(16, 8, batch_size=2))
+    np.testing.assert_array_equal(result.counts, confusion_counts(pred[20:], label[20:]))
+
+
+def test_a_pair_without_any_valid_pixel_warns(tmp_path, caplog):
+    image = np.full((3, H, W), np.nan, np.float32)
+    paths = [write_geotiff(tmp_path / f"{n}.tif", image) for n in ("t1", "t2")]
+    label = write_geotiff(tmp_path / "label.tif", LABEL[None] * np.uint8(255))
+    with caplog.at_level("WARNING"):
+        result = evaluate(fake_predictor(), pair_samples(*paths, label))
+    assert result.counts.tolist() == [0, 0, 0, 0]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"sample t1 ({paths[0]}, {paths[1]}) has no pixel with data in both dates: its metrics are undefined"]
+
+
 def test_reports_are_written_with_a_global_row_and_one_row_per_image(tiles):
     result = evaluate(fake_predictor(), levircd_samples(tiles))
     json_path, md_path = write_evaluation(result, tiles / "out", {"model": "fake"})
@@ -182,7 +249,8 @@ def test_command_line(tmp_path):
     data = write_levircd_tree(tmp_path / "levir", splits=("test",), n=2, size=20)
     params = save_checkpoint(tmp_path / "run", tiny_network(), epoch=1)
     out = tmp_path / "eval"
-    result = run("evaluate.py", "--model", str(params), "--levircd", str(data), "--out", str(out))
+    result = run("evaluate.py", "--model", str(params), "--levircd", str(data), "--out", str(out), "--window", "32",
+                 "--stride", "16")
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "metrics.json").read_text())
     assert sum(report["global"][k] for k in ("tp", "fp", "fn", "tn")) == 2 * 20 * 20

@@ -18,8 +18,15 @@ from mxnet import gluon
 from tests.utilities.fakes import write_geotiff, write_geotiff_pair, write_levircd_tree, write_png
 from utilities import inference
 from utilities.errors import InputError
-from utilities.inference import OUTPUT_FILES, QUICKLOOK_FILE, predict_folder, predict_rasters, tiled_prediction
-from utilities.io import read_image
+from utilities.inference import (
+    OUTPUT_FILES,
+    QUICKLOOK_FILE,
+    WindowForward,
+    pair_rows,
+    predict_folder,
+    predict_rasters,
+    tiled_prediction,
+)
 from utilities.model_io import Predictor, load_predictor
 from utilities.synthetic import write_geotiff_scene, write_levircd_layout
 from utilities.tiling import Tiling
@@ -184,6 +191,29 @@ def test_nodata_in_either_date_is_nodata_in_every_output(tmp_path):
         assert ((out[name][~nodata] >= 0) & (out[name][~nodata] <= 1)).all()
     np.testing.assert_array_equal(out["mask"] == 255, nodata)
     assert set(np.unique(out["mask"][~nodata])) <= {0, 1}
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinite_pixels_are_nodata_like_nan_and_spare_their_valid_neighbours(tmp_path, value):
+    """An infinite pixel is nodata in every output, and the valid pixels of the windows it shares get what they
+    get when it is replaced by the neutral fill (the training mean) up front."""
+    rng = np.random.default_rng(7)
+    image1, image2 = (rng.uniform(0, 200, (3, 40, 48)).astype(np.float32) for _ in range(2))
+    nodata = np.zeros((40, 48), bool)
+    nodata[:, :24] = True  # the left half of date 2, in one band
+    filled = image2.copy()
+    image2[0][nodata], filled[0][nodata] = value, MEAN
+    date1 = write_geotiff(tmp_path / "a.tif", image1)
+    outputs = {}
+    for name, image in (("inf", image2), ("filled", filled)):
+        date2 = write_geotiff(tmp_path / f"{name}.tif", image)
+        paths = predict(known_predictor(kernel=3), date1, date2, tmp_path / name, window=16, stride=8)
+        outputs[name] = read_outputs(paths)
+    np.testing.assert_array_equal(outputs["inf"]["mask"] == 255, nodata)
+    for name in ("probability", "boundary", "distance"):
+        np.testing.assert_array_equal(np.isnan(outputs["inf"][name]), nodata, err_msg=name)
+        np.testing.assert_allclose(outputs["inf"][name][~nodata], outputs["filled"][name][~nodata], atol=1e-6)
+    assert 0 < outputs["inf"]["mask"][~nodata].mean() < 1  # the valid half keeps its detections
 
 
 def test_large_raster_is_read_in_strips_of_a_window(tmp_path, monkeypatch):
@@ -379,13 +409,16 @@ def test_cli_bad_input_is_one_line_on_stderr_with_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_tiled_prediction_of_arrays_equals_the_streamed_rasters(tmp_path):
-    """evaluate.py's in-memory tiled prediction gives what predict.py writes (same windows, same average)."""
+def test_tiled_strips_equal_the_streamed_rasters(tmp_path):
+    """evaluate.py's tiled prediction gives, strip by strip, what predict.py writes (same windows, same average)."""
     a, b, _, _ = pair(tmp_path, 70, 90)
     predictor = known_predictor(kernel=3)
     written = predict_rasters(predictor, a, b, tmp_path / "out", window=32, stride=8, quicklook=False, progress=False)
-    segmentation, boundary, distance = tiled_prediction(32, 8, batch_size=3)(predictor, read_image(a), read_image(b))
-    assert segmentation.shape == boundary.shape == distance.shape == (2, 70, 90)
-    for name, computed in (("probability", segmentation), ("boundary", boundary), ("distance", distance)):
+    forward = WindowForward(predictor)
+    strips = list(tiled_prediction(32, 8, batch_size=3)(forward, pair_rows(a, b, [1, 2, 3], (0, 0, 70, 90)), 70, 90))
+    assert [s.row for s in strips] == list(range(0, 70, 8))  # stride rows at a time
+    heads = forward.heads(np.concatenate([s.outputs for s in strips], axis=1))
+    assert [h.shape for h in heads] == [(2, 70, 90)] * 3
+    for name, computed in zip(("probability", "boundary", "distance"), heads):
         with rasterio.open(written[name]) as src:
             np.testing.assert_allclose(computed[1], src.read(1), atol=1e-6)

@@ -228,3 +228,9 @@ def test_nodata_mask_nan_and_value():
     integer = np.full((1, 2, 2), 7, dtype=np.uint8)
     integer[0, 1, 1] = 0
     np.testing.assert_array_equal(nodata_mask(integer, nodata=0), [[False, False], [False, True]])
+
+
+def test_nodata_mask_infinite_values_are_nodata():
+    image = np.ones((2, 2, 3), dtype=np.float32)
+    image[0, 0, 1], image[1, 1, 2] = np.inf, -np.inf
+    np.testing.assert_array_equal(nodata_mask(image), [[False, True, False], [False, False, True]])
