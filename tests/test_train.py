@@ -5,6 +5,7 @@ chipped at 32x32 so that a tiny model trains in seconds.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -197,3 +198,179 @@ def test_tiny_model_overfits_the_real_levir_samples(tmp_path):
     print(f"change fraction {p:.4f}, all-change F1 {trivial_f1:.4f}, final F1 {last['val_f1']:.4f} "
           f"MCC {last['val_mcc']:.4f} IoU {last['val_iou']:.4f} after {len(rows)} epochs")
     assert last["val_f1"] > trivial_f1 + 0.3
+
+
+@pytest.fixture(scope="module")
+def gappy_pair(tmp_path_factory):
+    """A float32 GeoTIFF pair with NaN, +-inf and nodata gaps (tests/utilities/fakes.py): 14 of its 25
+    chips of 32 x 32 at stride 16 hold data everywhere."""
+    from tests.utilities.fakes import write_pair_with_gaps
+
+    d1, d2, label = write_pair_with_gaps(tmp_path_factory.mktemp("gaps"))
+    return {"kind": "pair", "date1": str(d1), "date2": str(d2), "label": str(label), "val_date1": str(d1),
+            "val_date2": str(d2), "val_label": str(label), "stride": 16}
+
+
+def test_nan_inf_and_nodata_chips_are_skipped_and_training_stays_finite(tmp_path, gappy_pair):
+    cfg = write_config(tmp_path, gappy_pair, train={"max_epochs": 2})
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = [line for line in result.stdout.splitlines() if line.startswith("chips:")]
+    assert counts == ["chips: 14 training, 14 validation (11 and 11 skipped for NaN, infinite or nodata pixels)"]
+    for split in ("train", "val"):
+        for date in ("date1", "date2"):
+            assert np.isfinite(np.load(tmp_path / "run" / "chips" / split / f"{date}.npy")).all()
+    for row in history(tmp_path / "run"):
+        assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    params = mx.nd.load(str(tmp_path / "run" / "checkpoints" / "epoch_0002.params"))
+    assert all(np.isfinite(p.asnumpy()).all() for p in params.values())
+
+
+#: runs train.main in one process with a patch applied first (a script: Horovod stays out of pytest's process)
+PATCHED_RUN = """
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import train
+from utilities.cli import entry_point
+from utilities.distributed import shutdown
+{patch}
+try:
+    code = entry_point(train.main, train.FAILURES)(["-c", {config!r}])
+finally:
+    shutdown()
+sys.exit(code)
+"""
+
+#: NaN in one array of one training chip (0: date 1, 2: change target), injected after the chip cache was built
+POISON_CHIP = """
+class Poisoned(train.ChipDataset):
+    def __getitem__(self, index):
+        item = super().__getitem__(index)
+        if self.cache_dir.name == "train" and index == {index}:
+            item[{array}][:] = np.nan
+        return item
+train.ChipDataset = Poisoned
+"""
+
+#: NaN gradients (after the all-reduce) in the first step of epoch 2; inputs and losses stay finite
+POISON_GRADIENTS = """
+allreduce_grads = train.hvd.DistributedTrainer._allreduce_grads
+calls = []
+def poisoned(self):
+    allreduce_grads(self)
+    calls.append(1)
+    if len(calls) == 3:  # 2 steps per epoch
+        self._params[0].list_grad()[0][:] = np.nan
+train.hvd.DistributedTrainer._allreduce_grads = poisoned
+"""
+
+#: one parameter turned NaN after the first epoch's training steps (whose losses stay finite)
+POISON_PARAMETERS = """
+train_epoch = train.train_epoch
+def poisoned(net, *args, **kwargs):
+    loss = train_epoch(net, *args, **kwargs)
+    param = list(net.collect_params().values())[5]
+    param.set_data(param.data() * np.nan)
+    return loss
+train.train_epoch = poisoned
+"""
+
+
+def messages(result) -> list:
+    """The stderr lines of a run apart from the chipping progress (which writes to stderr)."""
+    return [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("chipping into")]
+
+
+def run_patched(tmp_path: Path, config: Path, patch: str):
+    script = tmp_path / "patched_train.py"
+    script.write_text(PATCHED_RUN.format(root=str(ROOT), config=str(config), patch=patch))
+    return run([sys.executable, str(script)])
+
+
+def assert_only_epoch_1_is_saved(run_dir: Path) -> None:
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("epoch_*")) == [f"epoch_0001.{s}" for s in ("json", "params",
+                                                                                               "states")]
+    assert json.loads((checkpoints / "latest.json").read_text())["epoch"] == 1
+    params = mx.nd.load(str(checkpoints / "epoch_0001.params"))
+    assert all(np.isfinite(p.asnumpy()).all() for p in params.values())
+
+
+@pytest.mark.parametrize("schedule, array, what", [({"milestones": [2]}, 2, "loss"), ({"patience": 1}, 2, "loss"),
+                                                   ({"milestones": [2]}, 0, "input")],
+                         ids=["loss-milestones", "loss-plateau", "input"])
+def test_non_finite_loss_stops_at_once_without_a_checkpoint(tmp_path, gappy_pair, schedule, array, what):
+    """A chip turned NaN after the cache (its target: a NaN loss; its date: a NaN input): the run stops
+    in the step that sees it, exit 1, one line naming the epoch, the step and the chip; epoch 1 (before)
+    keeps its checkpoint, no later one is written."""
+    from utilities.chips import ChipDataset
+    from utilities.distributed import ShardSampler, World
+
+    cfg = write_config(tmp_path, gappy_pair, train={"max_epochs": 3, **schedule})
+    sampler = ShardSampler(14, World(0, 1, 0), shuffle=True, seed=0, pad=True)
+    seen = {}
+    for epoch in (1, 2):
+        sampler.set_epoch(epoch)
+        seen[epoch] = list(sampler)[:4]  # 2 steps of 2 chips
+    position = next(i for i in range(0, 4, 2) if seen[2][i] not in seen[1])  # first of its batch, unseen in epoch 1
+    chip = seen[2][position]
+    result = run_patched(tmp_path, cfg, POISON_CHIP.format(index=chip, array=array))
+    assert result.returncode == 1, result.stderr[-3000:]
+    where = ChipDataset(tmp_path / "run" / "chips" / "train").describe(chip)
+    assert messages(result) == [
+        f"error: non-finite {what} at epoch 2, step {position // 2 + 1}, first in {where}: training stopped"]
+    assert_only_epoch_1_is_saved(tmp_path / "run")
+
+
+def test_non_finite_gradients_stop_at_once(tmp_path, gappy_pair):
+    cfg = write_config(tmp_path, gappy_pair, train={"milestones": [2]})
+    result = run_patched(tmp_path, cfg, POISON_GRADIENTS)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert messages(result) == [
+        "error: non-finite gradients at epoch 2, step 1 (finite inputs and loss): training stopped"]
+    assert_only_epoch_1_is_saved(tmp_path / "run")
+
+
+def test_non_finite_parameters_are_never_checkpointed(tmp_path, gappy_pair):
+    cfg = write_config(tmp_path, gappy_pair, train={"milestones": [2]})
+    result = run_patched(tmp_path, cfg, POISON_PARAMETERS)
+    assert result.returncode == 1, result.stderr[-3000:]
+    from mantis import get_model
+
+    names = list(get_model("fractalresnet_tiny").collect_params())
+    [line] = messages(result)
+    assert re.fullmatch(rf"error: after epoch 1, 1 of {len(names)} parameter arrays are not finite \(first \w+"
+                        rf"{names[5].split('_', 1)[1]}\): training stopped, no checkpoint written for epoch 1", line)
+    assert not list((tmp_path / "run" / "checkpoints").glob("*"))
+
+
+def test_resume_without_checkpoints_warns_and_starts_afresh(tmp_path, scenes):
+    cfg = write_config(tmp_path, {"root": str(scenes)}, train={"max_epochs": 1})
+    result = run([sys.executable, "train.py", "-c", str(cfg), "--resume"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert messages(result) == [
+        f"warning: no checkpoint in {tmp_path / 'run' / 'checkpoints'}: starting afresh"]
+    assert [r["epoch"] for r in history(tmp_path / "run")] == [1]
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("train", {"batch_size": "three"}, "train.batch_size must be an integer, got 'three'"),
+    ("train", {"lr": -1}, "train.lr must be > 0, got -1.0"),
+    ("train", {"depths": "0,10"}, "train.depths must be a list of integers, got '0,10'"),
+    ("data", {"chip_size": 60, "stride": 30},
+     "data.chip_size 60 is not a multiple of 8, which fractalresnet_tiny needs (use 56 or 64)"),
+    ("model", {"args": {"nfilter": 8}}, "unknown key 'model.args.nfilter' for fractalresnet_tiny (known: "),
+    ("output", {"run_dir": "{file}/run"}, "output.run_dir {file}/run lies under {file}, which is a file"),
+], ids=["type", "range", "list", "chip-size", "model-args", "run-dir"])
+def test_bad_config_values_stop_before_any_chip(tmp_path, scenes, section, values, message):
+    """Every kind of config check through train.py (each message in tests/utilities/test_config.py)."""
+    (tmp_path / "afile").write_text("")
+    values = {k: v.format(file=tmp_path / "afile") if isinstance(v, str) else v for k, v in values.items()}
+    data = {"root": str(scenes), **(values if section == "data" else {})}
+    cfg = write_config(tmp_path, data, **({} if section == "data" else {section: values}))
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: config {cfg}: " + message.format(file=tmp_path / "afile"))
+    assert not (tmp_path / "run").exists()

@@ -1,21 +1,57 @@
 """Training configuration: YAML in, validated dataclasses out, resolved YAML saved beside the run.
 
 Every key is checked: an unknown key (a typo) stops with a one-line message naming it, so a run never
-silently ignores a setting. Defaults are the paper's D6nf32 protocol (Section 8, Appendix D).
+silently ignores a setting, and every value has the type of its field's annotation and lies in the
+range declared in the field's metadata (:class:`Limits`), before any chip is cut. :func:`check_config`
+adds what needs the model registry or the file system: the model name, its arguments, the chip size
+against the model's input multiple, the run directory. Defaults are the paper's D6nf32 protocol
+(Section 8, Appendix D).
 """
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import yaml
 
 from .atomic import atomic_write_text
-from .augment import POLICIES
+from .augment import POLICIES, ChangeAugmentation
 from .errors import InputError
+from .schedule import EvolvingLossSchedule
 from .targets import TARGET_FORMS
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The allowed values of a config field beyond its type: of the value itself, or of every item of
+    a list. ``low`` is a lower bound (excluded when ``open``), ``choices`` the only values allowed,
+    ``min_items`` the shortest list."""
+
+    low: Optional[float] = None
+    open: bool = False
+    choices: Optional[Tuple[Any, ...]] = None
+    min_items: int = 0
+
+    def problem(self, value: Any) -> Optional[str]:
+        """What is wrong with one number, or None."""
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(str, self.choices))}"
+        if self.low is not None and (value <= self.low if self.open else value < self.low):
+            return f"must be {'>' if self.open else '>='} {self.low:g}"
+        return None
+
+
+def limited(default: Any = dataclasses.MISSING, **limits: Any) -> Any:
+    """A dataclass field with :class:`Limits` (``default`` may be a callable for a mutable default)."""
+    metadata = {"limits": Limits(**limits)}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -38,12 +74,12 @@ class DataConfig:
     val_date2: Optional[str] = None
     val_label: Optional[str] = None
     regions: Optional[Dict[str, Any]] = None
-    bands: Optional[List[int]] = None
-    chip_size: int = 256
-    stride: int = 128
+    bands: Optional[List[int]] = limited(None, low=1, min_items=1)
+    chip_size: int = limited(256, low=1)
+    stride: int = limited(128, low=1)
     cache_dir: Optional[str] = None
-    num_workers: int = 0
-    targets: Optional[str] = None  # boundary/distance form (utilities.targets); None: the fidelity's
+    num_workers: int = limited(0, low=0)
+    targets: Optional[str] = limited(None, choices=tuple(TARGET_FORMS))  # boundary/distance form; None: fidelity's
 
 
 @dataclass
@@ -61,7 +97,7 @@ class AugmentConfig:
     fidelity's) and overrides of the policy's probabilities and ranges."""
 
     enabled: bool = True
-    policy: Optional[str] = None
+    policy: Optional[str] = limited(None, choices=tuple(POLICIES))
     args: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -79,18 +115,19 @@ class TrainConfig:
     ``loss_axis`` None: the fidelity's.
     """
 
-    batch_size: int = 3
-    lr: float = 1e-3
-    depths: List[int] = field(default_factory=lambda: [0, 10, 20, 30])
-    lr_factor: float = 10.0
-    patience: int = 3
-    milestones: Optional[List[int]] = None  # move on at these epochs instead of on plateaus (Section 7.2)
-    max_epochs: int = 1000
-    max_steps_per_epoch: Optional[int] = None
-    max_val_steps: Optional[int] = None
-    final_stage_epochs: Optional[int] = 20
-    loss_axis: Optional[List[int]] = None
-    seed: int = 0
+    batch_size: int = limited(3, low=1)
+    lr: float = limited(1e-3, low=0, open=True)
+    depths: List[int] = limited(lambda: [0, 10, 20, 30], low=0, min_items=1)
+    lr_factor: float = limited(10.0, low=0, open=True)
+    patience: int = limited(3, low=0)
+    # move on at these epochs instead of on plateaus (Section 7.2)
+    milestones: Optional[List[int]] = limited(None, low=1)
+    max_epochs: int = limited(1000, low=1)
+    max_steps_per_epoch: Optional[int] = limited(None, low=1)
+    max_val_steps: Optional[int] = limited(None, low=1)
+    final_stage_epochs: Optional[int] = limited(20, low=1)
+    loss_axis: Optional[List[int]] = limited(None, choices=(1, 2, 3), min_items=1)
+    seed: int = limited(0, low=0)
 
 
 @dataclass
@@ -98,7 +135,7 @@ class OutputConfig:
     """Where the run writes checkpoints, history and its resolved config."""
 
     run_dir: str = "runs/default"
-    keep_checkpoints: Optional[int] = None
+    keep_checkpoints: Optional[int] = limited(None, low=1)
 
 
 @dataclass(frozen=True)
@@ -123,7 +160,7 @@ FIDELITIES: Dict[str, Fidelity] = {
 class Config:
     """The whole configuration; ``fidelity`` fills the keys left out with its choices (:data:`FIDELITIES`)."""
 
-    fidelity: str = "paper"
+    fidelity: str = limited("paper", choices=tuple(FIDELITIES))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -143,6 +180,78 @@ class Config:
         self.model.args = {**preset.model_args, **self.model.args}
 
 
+def _float(value: Any) -> float:
+    """A finite number; strings too, since YAML 1.1 reads ``1e-3`` (no dot) as a string."""
+    number = float(value) if isinstance(value, (numbers.Real, str)) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(value)
+    return int(value)
+
+
+def _instance(kind: type):
+    def convert(value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise ValueError(value)
+        return value
+    return convert
+
+
+class _Scalar(NamedTuple):
+    one: str  # what a value must be, in words
+    many: str  # what the items of a list must be
+    convert: Callable[[Any], Any]  # the value as the type; ValueError when it is not one
+
+
+_SCALARS = {int: _Scalar("an integer", "integers", _int), float: _Scalar("a finite number", "finite numbers", _float),
+            str: _Scalar("a string", "strings", _instance(str)), bool: _Scalar("true or false", "true or false",
+                                                                              _instance(bool))}
+
+
+def _convert(value: Any, hint: Any, key: str, source: str) -> Any:
+    """``value`` as the annotation ``hint`` (Optional, List and Dict of the scalars), or an InputError."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union and type(None) in args:
+        if value is None:
+            return None
+        [hint] = [a for a in args if a is not type(None)]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise InputError(f"config {source}: {key} must be a mapping, got {value!r}")
+        return value
+    scalar = _SCALARS[args[0] if origin is list else hint]
+    try:
+        if origin is list:
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return [scalar.convert(v) for v in value]
+        return scalar.convert(value)
+    except ValueError:
+        words = f"a list of {scalar.many}" if origin is list else scalar.one
+        raise InputError(f"config {source}: {key} must be {words}, got {value!r}") from None
+
+
+def _check_limits(value: Any, limits: Optional[Limits], key: str, source: str) -> None:
+    if limits is None or value is None:
+        return
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and len(value) < limits.min_items:
+        raise InputError(f"config {source}: {key} needs at least {limits.min_items} item(s), got {value!r}")
+    for item in items:
+        problem = limits.problem(item)
+        if problem:
+            what = "every item of " if isinstance(value, list) else ""
+            raise InputError(f"config {source}: {what}{key} {problem}, got {value!r}")
+
+
 def _build(cls, values: Dict[str, Any], where: str, source: str):
     if not isinstance(values, dict):
         raise InputError(f"config {source}: section '{where}' must be a mapping, got {type(values).__name__}")
@@ -151,14 +260,15 @@ def _build(cls, values: Dict[str, Any], where: str, source: str):
     if unknown:
         prefix = f"{where}." if where else ""
         raise InputError(f"config {source}: unknown key '{prefix}{unknown[0]}' (known: {', '.join(sorted(fields))})")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING \
-            else fields[name].default
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value or {}, f"{where}.{name}" if where else name, source)
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], value or {}, key, source)
         else:
-            kwargs[name] = value
+            kwargs[name] = _convert(value, hints[name], key, source)
+            _check_limits(kwargs[name], fields[name].metadata.get("limits"), key, source)
     return cls(**kwargs)
 
 
@@ -173,14 +283,71 @@ def load_config(path: Union[str, Path]) -> Config:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise InputError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if isinstance(values, dict):
-        for section, key, table in ((values, "fidelity", FIDELITIES), (values.get("augment"), "policy", POLICIES),
-                                    (values.get("data"), "targets", TARGET_FORMS)):
-            value = section.get(key) if isinstance(section, dict) else None
-            if value is not None and value not in table:
-                where = key if section is values else f"{'augment' if key == 'policy' else 'data'}.{key}"
-                raise InputError(f"config {path}: {where} must be one of {', '.join(table)}, got {value!r}")
-    return _build(Config, values, "", str(path))
+    config = _build(Config, values, "", str(path))
+    if config.data.stride > config.data.chip_size:
+        raise InputError(f"config {path}: data.stride ({config.data.stride}) must be <= data.chip_size "
+                         f"({config.data.chip_size}): chips would leave pixels out")
+    return config
+
+
+def _check_run_dir(run_dir: Path, source: str) -> None:
+    """``run_dir`` is a folder or can be made one: no file where a folder must be."""
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                where = "is a file" if folder == run_dir else f"lies under {folder}, which is a file"
+                raise InputError(f"config {source}: output.run_dir {run_dir} {where}")
+            return
+
+
+def _check_model(config: Config, source: str) -> None:
+    """A registered change-detection model, arguments its constructor takes, chips it can read."""
+    from mantis.registry import get_model, list_models, model_parameters  # MXNet: not needed by load_config
+
+    model = config.model
+    if model.name.lower() not in list_models():
+        raise InputError(f"config {source}: unknown model.name '{model.name}' (registered: {', '.join(list_models())})")
+    known = model_parameters(model.name)
+    unknown = sorted(set(model.args) - set(known))
+    if unknown:
+        raise InputError(f"config {source}: unknown key 'model.args.{unknown[0]}' for {model.name} "
+                         f"(known: {', '.join(sorted(known))})")
+    try:
+        net = get_model(model.name, **model.args)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"config {source}: model.args of {model.name}: {err}") from None
+    multiple = getattr(net, "size_multiple", None)
+    if multiple is None:
+        raise InputError(f"config {source}: model.name '{model.name}' is not a change-detection model")
+    if config.data.chip_size % multiple:
+        lower = config.data.chip_size - config.data.chip_size % multiple
+        use = f"{lower} or {lower + multiple}" if lower else f"{multiple}"
+        raise InputError(f"config {source}: data.chip_size {config.data.chip_size} is not a multiple of {multiple}, "
+                         f"which {model.name} needs (use {use})")
+
+
+def check_config(config: Config, source: str) -> None:
+    """What :func:`load_config` cannot check alone, before any chip is cut: the model (name, arguments,
+    chip size a multiple of its ``size_multiple``), the evolving-loss schedule and the augmentation
+    arguments, and a run directory that can be created. ``source``: the config file, for the messages.
+
+    Raises
+    ------
+    InputError
+        One line naming the config key and the problem.
+    """
+    _check_run_dir(Path(config.output.run_dir), source)
+    train = config.train
+    try:
+        EvolvingLossSchedule.from_depths(train.lr, train.depths, factor=train.lr_factor, patience=train.patience,
+                                         milestones=train.milestones, final_stage_epochs=train.final_stage_epochs)
+    except ValueError as err:
+        raise InputError(f"config {source}: train: {err}") from None
+    try:
+        ChangeAugmentation(config.augment.policy, **config.augment.args)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"config {source}: augment.args: {err}") from None
+    _check_model(config, source)
 
 
 def config_to_dict(config: Config) -> Dict[str, Any]:
