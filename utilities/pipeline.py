@@ -35,6 +35,8 @@ def _pair(cfg: DataConfig, split: str) -> List[Sample]:
     return pair_samples(cfg.val_date1, cfg.val_date2, cfg.val_label)
 
 
+SPLITS = ("train", "val")
+
 #: data.kind -> samples of a split ("train" or "val")
 SOURCES: Dict[str, Callable[[DataConfig, str], List[Sample]]] = {"levircd": _levircd, "whu": _whu, "pair": _pair}
 
@@ -48,10 +50,20 @@ def split_samples(cfg: DataConfig, split: str) -> List[Sample]:
     return source(cfg, split)
 
 
+def _build(cfg: DataConfig, split: str, samples: List[Sample], default_dir: Path, progress: bool) -> Path:
+    folder = (Path(cfg.cache_dir) if cfg.cache_dir else default_dir) / split
+    build_chip_cache(samples, folder, size=cfg.chip_size, stride=cfg.stride, bands=cfg.bands, progress=progress)
+    return folder
+
+
 def chip_cache(cfg: DataConfig, split: str, default_dir: Path, progress: bool = True) -> Path:
     """Build (or reuse) the chip cache of ``split``; return its folder."""
-    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else default_dir
-    folder = cache_root / split
-    build_chip_cache(split_samples(cfg, split), folder, size=cfg.chip_size, stride=cfg.stride, bands=cfg.bands,
-                     progress=progress)
-    return folder
+    return _build(cfg, split, split_samples(cfg, split), default_dir, progress)
+
+
+def chip_caches(cfg: DataConfig, default_dir: Path, progress: bool = True) -> Dict[str, Path]:
+    """Build (or reuse) the training and validation chip caches; return their folders by split. The
+    samples of both splits are found and checked first, so that a bad validation setting stops a run
+    before any training chip is cut."""
+    samples = {split: split_samples(cfg, split) for split in SPLITS}
+    return {split: _build(cfg, split, found, default_dir, progress) for split, found in samples.items()}

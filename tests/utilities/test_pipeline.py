@@ -4,7 +4,7 @@ import pytest
 from tests.utilities.fakes import write_geotiff_pair, write_levircd_tree
 from utilities.config import DataConfig
 from utilities.errors import InputError
-from utilities.pipeline import SOURCES, chip_cache, split_samples
+from utilities.pipeline import SOURCES, chip_cache, chip_caches, split_samples
 
 
 def test_levircd_splits(tmp_path):
@@ -39,3 +39,16 @@ def test_unknown_kind_names_the_choices():
 def test_missing_setting_is_named(kind, missing):
     with pytest.raises(InputError, match=rf"data.kind '{kind}' needs data.{missing}"):
         split_samples(DataConfig(kind=kind), "train")
+
+
+def test_both_splits_are_checked_before_any_chip_is_cut(tmp_path):
+    train = write_geotiff_pair(tmp_path / "train", 64, 64)
+    cfg = DataConfig(kind="pair", date1=str(train[0]), date2=str(train[1]), label=str(train[2]), chip_size=32,
+                     stride=32, val_date1=str(train[0]), val_date2=str(train[1]))
+    with pytest.raises(InputError, match=r"^config: data.kind 'pair' needs data.val_label$"):
+        chip_caches(cfg, tmp_path / "chips", progress=False)
+    assert not (tmp_path / "chips").exists()
+    cfg.val_label = str(train[2])
+    assert chip_caches(cfg, tmp_path / "chips", progress=False) == {split: tmp_path / "chips" / split
+                                                                    for split in ("train", "val")}
+    assert all((tmp_path / "chips" / split / "manifest.json").exists() for split in ("train", "val"))
