@@ -13,6 +13,11 @@ the validation loss has not improved for ``patience`` epochs; the last stage run
 reduction, augmentation policy, target form and network (utilities/config.py).
 Rank 0 logs, shows progress bars and writes, atomically, per epoch: a checkpoint (parameters,
 optimiser state, schedule), ``history.json`` / ``history.csv``; ``config.yaml`` (resolved) at start.
+
+Exit status: 0 when training ends; 2 for bad input (one line ``error: ...`` naming the file or config
+key, checked before any chip is cut); 1 when an input, the loss, the gradients or the parameters are
+not finite (one line naming the epoch, the step and, for inputs and losses, the first offending chip;
+checked before every parameter update and before every checkpoint: that epoch gets no checkpoint).
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ from utilities.augment import ChangeAugmentation
 from utilities.checkpoint import Checkpoints
 from utilities.chips import ChipDataset
 from utilities.cli import entry_point
-from utilities.config import Config, config_to_dict, load_config, save_config
+from utilities.config import Config, check_config, config_to_dict, load_config, save_config
 from utilities.distributed import ShardSampler, World, allreduce_sum, barrier, init_world, shutdown
 from utilities.errors import InputError
 from utilities.metrics import change_metrics, confusion_counts
@@ -75,6 +80,8 @@ def make_loaders(cfg: Config, world: World, run_dir: Path):
     if len(train_set) == 0 or len(val_set) == 0:
         raise InputError(f"no training or validation chips in {train_dir.parent} (train {len(train_set)}, "
                          f"val {len(val_set)})")
+    log(world, f"chips: {len(train_set)} training, {len(val_set)} validation ({train_set.skipped} and "
+               f"{val_set.skipped} skipped for NaN, infinite or nodata pixels)")
     train_sampler = ShardSampler(len(train_set), world, shuffle=True, seed=cfg.train.seed, pad=True)
     val_sampler = ShardSampler(len(val_set), world, shuffle=False, pad=False)
     loader = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, last_batch="keep")
@@ -91,6 +98,49 @@ def limit(iterable, n):
         yield item
 
 
+class NonFiniteError(RuntimeError):
+    """An input, the loss, the gradients or the parameters are not finite: training stops (exit status 1)
+    and the epoch gets no checkpoint."""
+
+
+#: exit statuses: bad input 2, non-finite inputs, loss, gradients or parameters 1
+FAILURES = {InputError: 2, NonFiniteError: 1}
+
+
+def batches(loader):
+    """``(chip indices, batch)`` of a Gluon DataLoader, in its order (its batch sampler, iterated again)."""
+    return zip(loader._batch_sampler, loader)
+
+
+def finite_samples(*arrays) -> np.ndarray:
+    """One flag per sample of a batch: every value of the sample in ``arrays`` (NDArrays, batch first) is finite."""
+    return np.logical_and.reduce([np.isfinite(a.asnumpy().reshape(a.shape[0], -1)).all(axis=1) for a in arrays])
+
+
+def check_samples(finite: np.ndarray, what: str, where: str, indices, dataset) -> None:
+    """Stop at the first sample of a batch whose ``what`` is not finite, naming ``where`` and its chip."""
+    bad = np.flatnonzero(~finite)
+    if bad.size:
+        raise NonFiniteError(f"non-finite {what} at {where}, first in {dataset.describe(indices[bad[0]])}: "
+                             "training stopped")
+
+
+def check_gradients(net, where: str) -> None:
+    """Stop when the gradients (after the ranks' all-reduce: every rank stops together) are not finite."""
+    grads = [p.grad() for p in net.collect_params().values() if p.grad_req != "null"]
+    if not np.isfinite(nd.multi_sum_sq(*grads, num_arrays=len(grads)).asnumpy()).all():
+        raise NonFiniteError(f"non-finite gradients at {where} (finite inputs and loss): training stopped")
+
+
+def check_parameters(net, epoch: int) -> None:
+    """Refuse to checkpoint parameters that are not all finite."""
+    params = list(net.collect_params().items())
+    bad = [name for name, p in params if not np.isfinite(p.data().asnumpy()).all()]
+    if bad:
+        raise NonFiniteError(f"after epoch {epoch}, {len(bad)} of {len(params)} parameter arrays are not finite "
+                             f"(first {bad[0]}): training stopped, no checkpoint written for epoch {epoch}")
+
+
 def to_ctx(batch, ctx):
     # DataLoader batches may live on cpu_shared(0), which a hybridized net rejects
     return [x.as_in_context(ctx) for x in batch]
@@ -100,14 +150,19 @@ def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, e
     steps = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
     total, count = 0.0, 0
     bar = progress(total=steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False, file=sys.stdout)
-    for batch in limit(loader, steps):
+    for step, (indices, batch) in enumerate(limit(batches(loader), steps), start=1):
+        where = f"epoch {epoch}, step {step}"
         date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
+        check_samples(finite_samples(date1, date2), "input", where, indices, loader._dataset)
         with autograd.record():
             segm, bound, dist = net(date1, date2)
             loss = loss_fn(segm, bound, dist, segm_t, bound_t, dist_t)
         loss.backward()
+        values = loss.asnumpy()
+        check_samples(np.isfinite(values), "loss", where, indices, loader._dataset)
         trainer.step(date1.shape[0])
-        total += float(loss.sum().asscalar())
+        check_gradients(net, where)
+        total += float(values.sum())
         count += date1.shape[0]
         bar.set_postfix(loss=f"{total / count:.4f}")
         bar.update()
@@ -116,16 +171,21 @@ def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, e
     return summed[0] / max(summed[1], 1)
 
 
-def validate(net, loss_fn, loader, cfg: Config, world: World, ctx) -> dict:
+def validate(net, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int) -> dict:
     """Validation loss, <FT>^d of the change mask at the current depth, and pycm metrics."""
     loss_sum, ft_sum, n = 0.0, 0.0, 0
     counts = np.zeros(4, dtype=np.int64)
     steps = len(loader) if cfg.train.max_val_steps is None else min(len(loader), cfg.train.max_val_steps)
-    for batch in progress(limit(loader, steps), total=steps, desc="validation", disable=not world.is_root,
-                          leave=False, file=sys.stdout):
+    for step, (indices, batch) in enumerate(progress(limit(batches(loader), steps), total=steps, desc="validation",
+                                                     disable=not world.is_root, leave=False, file=sys.stdout),
+                                            start=1):
+        where = f"epoch {epoch}, validation step {step}"
         date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
+        check_samples(finite_samples(date1, date2), "input", where, indices, loader._dataset)
         segm, bound, dist = net(date1, date2)
-        loss_sum += float(loss_fn(segm, bound, dist, segm_t, bound_t, dist_t).sum().asscalar())
+        values = loss_fn(segm, bound, dist, segm_t, bound_t, dist_t).asnumpy()
+        check_samples(np.isfinite(values), "loss", where, indices, loader._dataset)
+        loss_sum += float(values.sum())
         ft = mean_fractal_tanimoto(nd, segm, segm_t, loss_fn.depth, tuple(cfg.train.loss_axis))
         ft_sum += float(ft.mean(axis=0, exclude=True).sum().asscalar())
         n += date1.shape[0]
@@ -158,6 +218,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     if args.run_dir:
         cfg.output.run_dir = args.run_dir
+    check_config(cfg, args.config)
     world = init_world()
     run_dir = Path(cfg.output.run_dir)
     ctx = mx.cpu() if mx.context.num_gpus() == 0 else mx.gpu(world.local_rank)
@@ -167,6 +228,8 @@ def main(argv=None) -> int:
     latest = checkpoints.latest() if args.resume else None
     if not args.resume and checkpoints.latest() is not None:
         raise InputError(f"{run_dir} already holds checkpoints: use --resume to continue it or another run_dir")
+    if args.resume and latest is None and world.is_root:
+        print(f"warning: no checkpoint in {checkpoints.dir}: starting afresh", file=sys.stderr)
     if world.is_root:
         save_config(cfg, run_dir / "config.yaml")
         log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.configure_threads()} "
@@ -214,7 +277,8 @@ def main(argv=None) -> int:
         if augment is not None:
             augment.rng = np.random.default_rng((cfg.train.seed, world.rank, epoch))
         train_loss = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch)
-        val = validate(net, loss_fn, val_loader, cfg, world, ctx)
+        check_parameters(net, epoch)  # on every rank (they hold the same parameters): all stop together
+        val = validate(net, loss_fn, val_loader, cfg, world, ctx, epoch)
         lr, depth = schedule.lr, schedule.depth
         advanced = schedule.step(val["loss"])  # identical on every rank: val["loss"] is all-reduced
         if advanced:
@@ -241,7 +305,7 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     try:
-        code = entry_point(main)()
+        code = entry_point(main, FAILURES)()
     finally:
         shutdown()  # every rank, error or not: Horovod processes that skip it crash or hang at exit
     sys.exit(code)
