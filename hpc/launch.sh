@@ -16,12 +16,16 @@
 #                   job's time left minus STOP_MARGIN, 20 s, so that the log says why before SLURM
 #                   kills the job; 0 = no timeout). Requeueing jobs get their USR1 earlier.
 #   MANTIS_SETUP    a file sourced first (site setup: module loads for CUDA + NCCL, conda, ...)
-#   MANTIS_DRY_RUN=1  check everything and print the horovodrun command instead of running it
+#   MANTIS_DRY_RUN=1  check everything but the other nodes and print the horovodrun command instead
+#                   of running it
 #
 # The Horovod world comes from SLURM: -np $SLURM_NTASKS and -H node:slots, with the nodes of
 # SLURM_JOB_NODELIST ("gpu[01-03]", expanded by scontrol) and the slots of SLURM_TASKS_PER_NODE
 # ("4(x2),2" = 4 tasks on each of the first two nodes, 2 on the third). horovodrun starts the ranks
-# of other nodes over ssh. train.py stops if Horovod's size differs from SLURM_NTASKS.
+# of other nodes over ssh: the nodes need password-less ssh between them and the repository and its
+# Python at the same paths (both checked below); a site's ssh port and key go into HOROVOD_ARGS
+# (--ssh-port, --ssh-identity-file), its network for Gloo too (--network-interface ib0).
+# train.py stops if Horovod's size differs from SLURM_NTASKS.
 #
 # Requeue: sbatch --requeue --signal=B:USR1@300 makes SLURM send USR1 to this shell 300 s before the
 # time limit. The trap requeues the job (scontrol requeue $SLURM_JOB_ID) and stops the training with
@@ -30,7 +34,8 @@
 # time limit) is forwarded to the training as well.
 #
 # Bad input stops here with one line "error: ..." (exit 2) before any rank starts: no config, a data
-# path of the config missing, more tasks on a node than GPUs on it, not inside a SLURM job.
+# path of the config missing, more tasks on a node than GPUs on it, not inside a SLURM job, another
+# node that ssh cannot reach or that lacks the repository's paths.
 # shellcheck disable=SC2317  # the trap handlers below are only called indirectly
 set -euo pipefail
 
@@ -63,6 +68,14 @@ on_usr1() {
 on_term() { trapped=1; stopping=1; [ "$stop_code" != 0 ] || stop_code=143; echo; say "SIGTERM: stopping the training"; stop_child; }
 trap on_usr1 USR1
 trap on_term TERM INT
+wait_for() {  # the exit code of background process $1; a trapped signal interrupts wait: wait again
+    local rc
+    while :; do
+        trapped=0
+        set +e; wait "$1"; rc=$?; set -e
+        [ "$trapped" = 1 ] || return "$rc"
+    done
+}
 
 # --- inputs -------------------------------------------------------------------------------------
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -147,6 +160,49 @@ case "$TRAIN_SCRIPT" in
         ;;
 esac
 
+# --- the other nodes: horovodrun starts their ranks over ssh -------------------------------------
+# Checked before any rank starts, so that a node without password-less ssh, or without the repository
+# and its Python at the same paths, stops the job with one line (horovodrun would print a traceback).
+# ssh gets horovodrun's options plus the port and identity file of HOROVOD_ARGS (-p/--ssh-port,
+# -i/--ssh-identity-file); nodes that horovodrun starts locally (an address of this machine) are skipped.
+declare -A ssh_flags=([-p]=-p [--ssh-port]=-p [-i]=-i [--ssh-identity-file]=-i)
+check_nodes() {
+    local ssh=(ssh -n -o BatchMode=yes -o PasswordAuthentication=no -o StrictHostKeyChecking=no -o ConnectTimeout=10)
+    local words word i remote_list remote python command dir pids=() codes=() reason
+    read -ra words <<< "${HOROVOD_ARGS:-}"
+    for ((i = 0; i < ${#words[@]}; i++)); do
+        word=${words[$i]}
+        if [[ $word == ?*=* ]] && [ -n "${ssh_flags[${word%%=*}]:-}" ]; then
+            ssh+=("${ssh_flags[${word%%=*}]}" "${word#*=}")
+        elif [ -n "${ssh_flags[$word]:-}" ]; then
+            ssh+=("${ssh_flags[$word]}" "${words[i + 1]:-}")
+            i=$((i + 1))
+        fi
+    done
+    remote_list=$("$PYTHON" -c 'import sys; from horovod.runner.util.network import filter_local_addresses
+print(*filter_local_addresses(sys.argv[1:]), sep="\n")' "${nodes[@]}") \
+        || fail "$PYTHON cannot import horovod to tell the other nodes from this one: run 'make install' or set PYTHON"
+    [ -n "$remote_list" ] || return 0
+    mapfile -t remote <<< "$remote_list"
+    python=$(command -v "$PYTHON"); [[ $python == /* ]] || python=$ROOT/$python
+    command=$(printf 'cd %q && test -f %q && test -x %q' "$ROOT" "$TRAIN_SCRIPT" "$python")
+    dir=$(mktemp -d)
+    for i in "${!remote[@]}"; do
+        "${ssh[@]}" "${remote[$i]}" "$command" > "$dir/$i" 2>&1 &
+        pids+=($!)
+    done
+    for i in "${!remote[@]}"; do wait_for "${pids[$i]}" && codes+=(0) || codes+=($?); done
+    for i in "${!remote[@]}"; do
+        [ "${codes[$i]}" = 0 ] && continue
+        reason=$(tr -d '\r' < "$dir/$i" | sed '/^ *$/d' | tail -n 1)
+        rm -rf "$dir"
+        [ "${codes[$i]}" = 255 ] || fail "node ${remote[$i]} has no $ROOT/$TRAIN_SCRIPT or no $python: every node needs the repository and its Python at the same paths (a shared file system)"
+        fail "cannot ssh to node ${remote[$i]}: ${reason:-ssh exit code 255} (horovodrun starts the other nodes' ranks over ssh: the job's nodes need password-less ssh between them, see hpc/README.md)"
+    done
+    rm -rf "$dir"
+    say "ssh to ${remote[*]}: ok"
+}
+
 # --- a timeout, so that a stalled rank cannot hang the job until SLURM kills it -----------------
 to_seconds() {  # SLURM durations: [days-]hours:minutes:seconds, minutes:seconds; anything else -> ""
     local t=$1 d=0 h=0 m=0 s=0
@@ -174,6 +230,7 @@ if [ "${MANTIS_DRY_RUN:-0}" = 1 ]; then
     say "dry run: ${cmd[*]}"
     exit 0
 fi
+check_nodes
 mkdir -p "$RUN_DIR"
 log=$(scontrol show job "$SLURM_JOB_ID" 2>/dev/null | sed -n 's/^ *StdOut=//p' || true)
 echo "$(date -Is) job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} ranks $ntasks hosts $HOSTS log ${log:-?}" \
@@ -184,11 +241,7 @@ echo "$(date -Is) job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} ranks $nta
 started=$(date +%s)
 timeout --kill-after=60 "$TRAIN_TIMEOUT" "${cmd[@]}" &
 child=$!
-while :; do
-    trapped=0
-    set +e; wait "$child"; rc=$?; set -e
-    [ "$trapped" = 1 ] || break     # wait was interrupted by a trapped signal: wait again for the exit code
-done
+wait_for "$child" && rc=0 || rc=$?
 child=""
 
 if [ "$requeued" = 1 ]; then
