@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install install-dev demo test slow bench clean
+.PHONY: install install-dev demo test slow bench soak clean
 
 install:
 	bash scripts/install.sh
@@ -33,6 +33,10 @@ bench: install
 	$(PY) benchmarks/bench_horovod.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_inference.py --model fractalresnet_tiny --sizes 512 1024 --stride 64
+
+## make soak: 50 consecutive 2-rank horovodrun starts of a tiny training, failures counted and their logs kept
+soak: install
+	$(PY) benchmarks/soak_horovod_start.py --starts 50
 
 clean:
 	rm -rf .venv .pytest_cache .ruff_cache nn/kernels/libmantis_ops.so

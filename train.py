@@ -50,6 +50,7 @@ from utilities.metrics import change_metrics, confusion_counts
 from utilities.pipeline import chip_caches
 from utilities.progress import progress, write
 from utilities.schedule import EvolvingLossSchedule
+from utilities.watchdog import StallWatchdog
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -146,7 +147,8 @@ def to_ctx(batch, ctx):
     return [x.as_in_context(ctx) for x in batch]
 
 
-def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int) -> float:
+def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int,
+                watchdog: StallWatchdog) -> float:
     steps = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
     total, count = 0.0, 0
     bar = progress(total=steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False, file=sys.stdout)
@@ -166,12 +168,13 @@ def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, e
         count += date1.shape[0]
         bar.set_postfix(loss=f"{total / count:.4f}")
         bar.update()
+        watchdog.beat(where)
     bar.close()
     summed = allreduce_sum([total, count], "train_loss")
     return summed[0] / max(summed[1], 1)
 
 
-def validate(net, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int) -> dict:
+def validate(net, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int, watchdog: StallWatchdog) -> dict:
     """Validation loss, <FT>^d of the change mask at the current depth, and pycm metrics."""
     loss_sum, ft_sum, n = 0.0, 0.0, 0
     counts = np.zeros(4, dtype=np.int64)
@@ -191,6 +194,7 @@ def validate(net, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int) -
         n += date1.shape[0]
         pred = segm.asnumpy().argmax(axis=1) == 1
         counts += confusion_counts(pred, segm_t.asnumpy()[:, 1] > 0.5)
+        watchdog.beat(where)
     summed = allreduce_sum([loss_sum, ft_sum, n, *counts], "validation")
     metrics = change_metrics(summed[3:])
     metrics.update(loss=summed[0] / max(summed[2], 1), ft=summed[1] / max(summed[2], 1))
@@ -268,6 +272,9 @@ def main(argv=None) -> int:
         start = latest["epoch"] + 1
         log(world, f"resumed from epoch {latest['epoch']}: lr {schedule.lr:g}, FT depth {schedule.depth}")
 
+    # from here on a rank that completes no step for train.stall_timeout_s ends the job (left running if
+    # training raises: it also ends a rank whose Horovod shutdown then hangs)
+    watchdog = StallWatchdog(cfg.train.stall_timeout_s, world.rank).start()
     for epoch in range(start, cfg.train.max_epochs + 1):
         if schedule.finished:
             break
@@ -276,9 +283,9 @@ def main(argv=None) -> int:
         train_sampler.set_epoch(epoch)
         if augment is not None:
             augment.rng = np.random.default_rng((cfg.train.seed, world.rank, epoch))
-        train_loss = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch)
+        train_loss = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch, watchdog)
         check_parameters(net, epoch)  # on every rank (they hold the same parameters): all stop together
-        val = validate(net, loss_fn, val_loader, cfg, world, ctx, epoch)
+        val = validate(net, loss_fn, val_loader, cfg, world, ctx, epoch, watchdog)
         lr, depth = schedule.lr, schedule.depth
         advanced = schedule.step(val["loss"])  # identical on every rank: val["loss"] is all-reduced
         if advanced:
@@ -299,6 +306,7 @@ def main(argv=None) -> int:
                        f"{val['loss']:.4f} <FT> {val['ft']:.4f} F1 {val['f1']:.4f} MCC {val['mcc']:.4f} "
                        f"IoU {val['iou']:.4f} ({row['seconds']:.0f} s)"
                        + (f" -> lr {schedule.lr:g}, FT depth {schedule.depth}" if advanced else ""))
+    watchdog.stop()
     log(world, "training finished: last stage ended" if schedule.finished else "training stopped at max_epochs")
     return 0
 

@@ -56,6 +56,29 @@ def history(run_dir: Path) -> list:
     return json.loads((run_dir / "history.json").read_text())
 
 
+def horovodrun(logs: Path, *args, timeout=300):
+    """``horovodrun --gloo`` of ``python ARGS`` on 2 local ranks, each rank's stdout/stderr kept whole under ``logs``
+    (``--output-filename``), with ``PYTHONFAULTHANDLER=1`` (a crashing rank prints its Python stacks)."""
+    command = [str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", "--output-filename", str(logs),
+               sys.executable, *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def every_rank(result, logs: Path) -> str:
+    """horovodrun's exit status and output, then every rank's whole stderr."""
+    parts = [f"horovodrun exit status {result.returncode}\n{result.stdout}{result.stderr}"]
+    for stderr in sorted(logs.glob("rank.*/stderr")):
+        parts.append(f"----- {stderr.parent.name} stderr (whole) -----\n{stderr.read_text(errors='replace')}")
+    return "\n".join(parts)
+
+
+def assert_ranks_succeeded(result, logs: Path) -> None:
+    """Fail with every rank's whole stderr (pytest.fail: pytest shortens assertion messages, not this)."""
+    if result.returncode != 0:
+        pytest.fail(every_rank(result, logs), pytrace=False)
+
+
 def test_single_process_run(tmp_path, scenes):
     cfg = write_config(tmp_path, {"root": str(scenes)})
     result = run([sys.executable, "train.py", "-c", str(cfg)])
@@ -94,9 +117,8 @@ def test_evolving_loss_moves_through_the_stages_and_ends(tmp_path, scenes):
 
 def test_two_horovod_ranks_stay_identical(tmp_path, scenes):
     cfg = write_config(tmp_path, {"root": str(scenes)})
-    result = run([str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "train.py",
-                  "-c", str(cfg)])
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    result = horovodrun(tmp_path / "logs", "train.py", "-c", cfg)
+    assert_ranks_succeeded(result, tmp_path / "logs")
     assert "2 rank(s)" in result.stdout
     rows = history(tmp_path / "run")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -144,7 +166,7 @@ def test_unknown_config_key_is_one_line(tmp_path, scenes):
     assert result.stderr.strip().splitlines() == [
         f"error: config {cfg}: unknown key 'train.batchsize' (known: batch_size, depths, final_stage_epochs, "
         "loss_axis, lr, lr_factor, "
-        "max_epochs, max_steps_per_epoch, max_val_steps, milestones, patience, seed)"]
+        "max_epochs, max_steps_per_epoch, max_val_steps, milestones, patience, seed, stall_timeout_s)"]
 
 
 def test_mismatched_dates_stop_with_the_file_names(tmp_path):
@@ -374,3 +396,59 @@ def test_bad_config_values_stop_before_any_chip(tmp_path, scenes, section, value
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: config {cfg}: " + message.format(file=tmp_path / "afile"))
     assert not (tmp_path / "run").exists()
+
+
+#: train.py as horovodrun starts it, except that one rank's main thread blocks for good before epoch 2 (it
+#: opens a FIFO nobody writes to) while its Horovod threads stay alive
+STALLED_RANK = """
+import runpy, sys, time
+from pathlib import Path
+sys.path.insert(0, {root!r})
+import nn  # noqa: F401  (threads first, as train.py)
+from utilities import distributed
+
+set_epoch = distributed.ShardSampler.set_epoch
+
+
+def blocked_before_epoch_2(self, epoch):
+    if epoch == 2 and distributed.hvd.rank() == {rank}:
+        Path({fifo!r} + ".since").write_text(repr(time.time()))
+        open({fifo!r}).read()
+    set_epoch(self, epoch)
+
+
+distributed.ShardSampler.set_epoch = blocked_before_epoch_2
+sys.argv = ["train.py", "-c", {config!r}]
+runpy.run_path("train.py", run_name="__main__")
+"""
+
+
+def test_a_stalled_rank_ends_the_job_and_the_run_resumes(tmp_path, scenes):
+    """Rank 1's main thread blocks before epoch 2: its watchdog ends the job within stall_timeout_s + 30 s
+    with one line naming rank 1 and its last completed step (rank 0, waiting inside MXNet for rank 1's
+    gradients, does not report itself); the run then resumes from the epoch 1 checkpoint on 2 ranks."""
+    timeout = 30
+    cfg = write_config(tmp_path, {"root": str(scenes)}, train={"stall_timeout_s": timeout})
+    fifo = tmp_path / "never_written"
+    os.mkfifo(fifo)
+    script = tmp_path / "stalled_rank.py"
+    script.write_text(STALLED_RANK.format(root=str(ROOT), rank=1, fifo=str(fifo), config=str(cfg)))
+    result = horovodrun(tmp_path / "logs", script, "-c", cfg)
+    ended = time.time()
+    report = every_rank(result, tmp_path / "logs")
+    assert result.returncode != 0, report
+    assert ended - float(Path(f"{fifo}.since").read_text()) < timeout + 30, report
+    stalled = [line.split("<stderr>:", 1)[1] for line in (tmp_path / "logs" / "rank.1" / "stderr").read_text()
+               .splitlines() if "stalled" in line]  # horovodrun prefixes every line with [rank]<stderr>:
+    assert len(stalled) == 1, report
+    assert stalled[0].startswith("error: rank 1 stalled: no training step or validation batch completed in "), report
+    assert (f"(train.stall_timeout_s {timeout}); last completed: epoch 1, validation step 1; main thread in "
+            "blocked_before_epoch_2 (stalled_rank.py:") in stalled[0], report
+    assert "rank 0 stalled" not in (tmp_path / "logs" / "rank.0" / "stderr").read_text(), report
+    assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["epoch"] == 1
+
+    resumed = horovodrun(tmp_path / "logs_resumed", "train.py", "-c", cfg, "--resume")
+    assert_ranks_succeeded(resumed, tmp_path / "logs_resumed")
+    assert "resumed from epoch 1" in resumed.stdout
+    rows = history(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["rank_spread"] == 0.0 for r in rows)

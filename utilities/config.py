@@ -128,6 +128,9 @@ class TrainConfig:
     final_stage_epochs: Optional[int] = limited(20, low=1)
     loss_axis: Optional[List[int]] = limited(None, choices=(1, 2, 3), min_items=1)
     seed: int = limited(0, low=0)
+    # seconds without a completed training step or validation batch before a rank ends the job
+    # (utilities/watchdog.py; a D6nf32 step takes about a minute on a CPU); 0: no watchdog
+    stall_timeout_s: float = limited(1800.0, low=0)
 
 
 @dataclass

@@ -57,9 +57,15 @@ def barrier(name: str = "barrier") -> None:
 
 
 def shutdown() -> None:
-    """Finish pending work and leave Horovod cleanly (avoids crashes at interpreter exit)."""
-    mx.nd.waitall()
-    hvd.shutdown()
+    """Finish pending work and leave Horovod cleanly (avoids crashes at interpreter exit).
+
+    ``hvd.shutdown()`` runs even when the wait raises (a collective failed because another rank ended),
+    so that no process leaves with Horovod's threads still running.
+    """
+    try:
+        mx.nd.waitall()
+    finally:
+        hvd.shutdown()
 
 
 class ShardSampler(gluon.data.Sampler):

@@ -1,5 +1,6 @@
-"""Sharding for Horovod data parallelism (single process: the sampler's arithmetic for any world)."""
+"""Sharding for Horovod data parallelism (single process: the sampler's arithmetic for any world) and the shutdown."""
 import numpy as np
+import pytest
 
 from utilities.distributed import ShardSampler, World
 
@@ -30,3 +31,20 @@ def test_shuffle_changes_with_epoch_and_is_identical_across_ranks():
     b = _shards(20, 2, pad=True, epoch=1)
     assert a != b
     assert a == _shards(20, 2, pad=True, epoch=0)
+
+
+def test_shutdown_leaves_horovod_even_when_the_wait_fails(monkeypatch):
+    """A collective that failed (another rank ended) makes the final wait raise: Horovod is still shut down."""
+    from utilities import distributed
+
+    calls = []
+
+    def failing_wait():
+        calls.append("waitall")
+        raise RuntimeError("Horovod has been shut down")
+
+    monkeypatch.setattr(distributed.mx.nd, "waitall", failing_wait)
+    monkeypatch.setattr(distributed.hvd, "shutdown", lambda: calls.append("shutdown"))
+    with pytest.raises(RuntimeError, match="Horovod has been shut down"):
+        distributed.shutdown()
+    assert calls == ["waitall", "shutdown"]
