@@ -6,7 +6,7 @@ into chips once and stores them in a folder of ``.npy`` files with a ``manifest.
 :func:`utilities.targets.make_targets`.
 
 Missing data: a chip is kept only when every pixel of both dates holds data. Chips with any NaN,
-+-inf or declared-nodata pixel (:func:`missing_data`) are skipped and counted in the manifest, so no
++-inf or declared-nodata pixel (:func:`utilities.io.nodata_mask`) are skipped and counted in the manifest, so no
 non-finite value ever reaches the network. Skipping rather than masking keeps the loss exact: the
 fractal Tanimoto of a chip (eqs. 5-8) sums over all its pixels, and a filled-in pixel would teach a
 "no change" that was never observed. The price is that pixels within a chip's side of a nodata area
@@ -200,14 +200,6 @@ class _BandStats:
         return mean.tolist(), np.sqrt(np.maximum(self.squares / self.count - mean ** 2, 0.0)).tolist()
 
 
-def missing_data(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray:
-    """Pixels without data, bool ``(H, W)``: NaN, +-inf or ``nodata`` in any band of a ``(C, H, W)`` image."""
-    missing = nodata_mask(image, nodata)
-    if image.dtype.kind == "f":
-        missing |= ~np.isfinite(image).all(axis=0)
-    return missing
-
-
 class _Strip(NamedTuple):
     """Whole chip rows of a sample: the strip's first row and the chip origins relative to the strip
     (both within the sample's window), the strip of each date and of the label, and the pixels without
@@ -227,7 +219,7 @@ def _read_strips(sample: Sample, plan: _SamplePlan, size: int, bands: Optional[S
     for strip in _strips(sorted({r for r, _ in plan.origins}), size, max_height):
         window = (row0 + strip[0], col0, strip[-1] + size - strip[0], width)
         dates = [read_image(path, bands=bands, window=window) for path in (sample.date1, sample.date2)]
-        missing = missing_data(dates[0], plan.nodata[0]) | missing_data(dates[1], plan.nodata[1])
+        missing = nodata_mask(dates[0], plan.nodata[0]) | nodata_mask(dates[1], plan.nodata[1])
         label = [read_label(sample.label, window=window)] if has_label else []
         origins = [(r - strip[0], c) for r, c in plan.origins if strip[0] <= r <= strip[-1]]
         yield _Strip(strip[0], origins, (*dates, *label), missing)
