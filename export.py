@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
+from utilities.atomic import writable_folder
 from utilities.cli import entry_point
 from utilities.errors import InputError
 from utilities.export import TOLERANCE, ExportError, export_onnx
@@ -36,6 +38,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"cannot write to --out {out}: it is a folder, not a file")
+    writable_folder(out.parent, "the folder of --out")
     report = export_onnx(args.model, args.out, size=args.size, batch=args.batch, tolerance=args.tolerance)
     members = f", {report.members} members averaged in the graph" if report.members > 1 else ""
     print(f"wrote {report.model_file} (opset {report.opset}, input {list(report.input_shape)}{members}) and "

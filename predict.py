@@ -7,7 +7,9 @@ stride 64, reflect padding, per-pixel average of the windows' probabilities).
 ``--model`` is a checkpoint (``epoch_NNNN.params``), a run directory (its latest checkpoint) or an
 ensemble file (see utilities/model_io.py). Writes change_probability.tif, change_mask.tif,
 boundary.tif, distance.tif and quicklook.png (see utilities/inference.py), one folder per sample
-for ``--levircd``.
+for ``--levircd``. Exit status 2 with a one-line message for unusable inputs (a model, raster or ``--out``
+that cannot be used, found before anything is written), 1 for a failed write (e.g. "no space left on
+device writing FILE"), 130 after Ctrl-C; files are only ever complete under their final names.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import sys
 
 import nn  # noqa: F401  (first: sets MXNet's OpenMP threads before MXNet loads)
 
+from utilities.atomic import writable_folder
 from utilities.cli import entry_point
 from utilities.inference import predict_folder, predict_rasters
 from utilities.io import raster_info
@@ -27,7 +30,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="checkpoint .params/.json, run directory or ensemble .json")
     parser.add_argument("--date1", help="date 1 image (GeoTIFF, PNG or JPEG)")
     parser.add_argument("--date2", help="date 2 image, same grid as date 1")
-    parser.add_argument("--levircd", help="a folder in the LEVIR-CD layout (A/, B/, label/) instead of two dates")
+    parser.add_argument("--levircd", help="a folder in the LEVIR-CD layout (A/, B/; label/ is not needed) instead "
+                        "of two dates")
     parser.add_argument("--split", choices=("train", "val", "test"), help="with --levircd: the split to predict")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--bands", type=int, nargs="+", help="1-based bands to read (default: the model's)")
@@ -45,8 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> int:
+def _main(argv=None) -> int:
     args = parse_args(argv)
+    writable_folder(args.out, "--out")
     predictor = load_predictor(args.model)
     options = dict(window=args.window, stride=args.stride, batch_size=args.batch_size, threshold=args.threshold,
                    bands=args.bands, quicklook=not args.no_quicklook)
@@ -62,5 +67,7 @@ def main(argv=None) -> int:
     return 0
 
 
+main = entry_point(_main)
+
 if __name__ == "__main__":
-    sys.exit(entry_point(main)())
+    sys.exit(main())

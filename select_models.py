@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from utilities.atomic import atomic_write_text
+from utilities.atomic import atomic_write_text, writable_folder
 from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
 from utilities.errors import InputError
 from utilities.evaluation import metrics_table, result_row
@@ -74,7 +74,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     if args.compare and not has_data:
         raise InputError("--compare needs labelled data: --levircd ROOT [--split val] or --date1/--date2/--label")
     samples = data_samples(args) if has_data else None
-    out = Path(args.out or args.run_dir)
+    out = writable_folder(args.out or args.run_dir, "--out" if args.out else "run directory")
     candidates = stage_candidates(args.run_dir)
     source = "recorded validation metrics (checkpoint records)"
     if samples is not None and not args.keep_recorded:

@@ -86,25 +86,29 @@ def write_error(error: BaseException, path: Path) -> WriteError:
 
 
 def writable_folder(folder: PathLike, what: str = "output folder") -> Path:
-    """Create ``folder`` if needed and check that files can be created in it.
+    """Check that files can be written in ``folder``, before any work: it is a folder or can be created
+    (nothing is created: a probe file is made and removed in the nearest existing folder).
 
     Raises
     ------
     InputError
-        One line naming the folder and the reason (it is a file, lies under a file, is read-only, ...).
+        One line naming ``what``, the folder and the reason (it is a file, lies under a file, is read-only,
+        is on a file system that takes no files such as /proc, ...).
     """
     folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "it is a file" if existing == folder else f"it lies under the file {existing}"
+        raise InputError(f"cannot write to {what} {folder}: {where}, not a folder")
+    probe = _temporary_name(existing / "write-test", "")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = _temporary_name(folder / "write-test", "")
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         os.unlink(probe)
-    except FileExistsError:
-        raise InputError(f"cannot write to {what} {folder}: it is a file, not a folder") from None
-    except NotADirectoryError:
-        raise InputError(f"cannot write to {what} {folder}: a part of the path is a file, not a folder") from None
     except OSError as err:
-        raise InputError(f"cannot write to {what} {folder}: {err.strerror or err}") from None
+        raise InputError(f"cannot write to {what} {folder}: no file can be created in {existing} "
+                         f"({err.strerror or err})") from None
     return folder
 
 

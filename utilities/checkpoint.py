@@ -8,10 +8,17 @@ Layout under ``<run_dir>/checkpoints``::
     latest.json         the newest complete checkpoint (written last)
 
 Every file is written under a temporary name and renamed, and ``latest.json`` only after the three
-files of its epoch exist, so a run killed at any moment resumes from a complete checkpoint.
+files of its epoch exist, so a run killed at any moment resumes from a complete checkpoint. A save that
+fails (a full disk) removes the files of its epoch written so far, and every save first removes the
+parameter and state files that have no record (left by a run killed between them), so that no
+``epoch_NNNN.params`` is ever left without its ``.json``.
+
+The record holds the SHA-256 of the parameters and state files: a truncated, emptied or byte-flipped file
+is refused when loaded ("checkpoint X cannot be read: ...") instead of loading wrong numbers.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -20,6 +27,18 @@ from mxnet import gluon
 
 from .atomic import atomic_path, atomic_write_text
 from .errors import InputError
+
+#: record key of each file's SHA-256
+DIGEST_KEYS = {"params": "params_sha256", "states": "states_sha256"}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class Checkpoints:
@@ -32,18 +51,39 @@ class Checkpoints:
         return self.dir / f"epoch_{epoch:04d}"
 
     def save(self, epoch: int, net: gluon.Block, trainer: Optional[gluon.Trainer], meta: Dict[str, Any]) -> Path:
-        """Write the checkpoint of ``epoch`` (``meta`` must be JSON-serialisable); return its params path."""
+        """Write the checkpoint of ``epoch`` (``meta`` must be JSON-serialisable); return its params path.
+
+        On failure (e.g. :class:`~utilities.atomic.WriteError` for a full disk) the files of ``epoch`` already
+        written are removed before the error is raised; the previous checkpoints stay intact.
+        """
         stem = self._stem(epoch)
-        with atomic_path(stem.with_suffix(".params")) as tmp:
-            net.save_parameters(tmp)
-        if trainer is not None:
-            with atomic_path(stem.with_suffix(".states")) as tmp:
-                trainer.save_states(tmp)
-        record = dict(meta, epoch=epoch, params=stem.with_suffix(".params").name,
-                      states=stem.with_suffix(".states").name if trainer is not None else None)
-        atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.remove_orphans()
+        files = {"params": stem.with_suffix(".params"), "states": stem.with_suffix(".states")}
+        writers = {"params": net.save_parameters, "states": trainer.save_states if trainer is not None else None}
+        record = dict(meta, epoch=epoch)
+        try:
+            for kind, write in writers.items():
+                record[kind] = files[kind].name if write is not None else None
+                if write is not None:
+                    with atomic_path(files[kind]) as tmp:
+                        write(tmp)
+                        record[DIGEST_KEYS[kind]] = file_digest(tmp)
+            atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2))
+        except BaseException:
+            for path in (*files.values(), stem.with_suffix(".json")):
+                path.unlink(missing_ok=True)
+            raise
         atomic_write_text(self.dir / "latest.json", json.dumps(record, indent=2))
-        return stem.with_suffix(".params")
+        return files["params"]
+
+    def remove_orphans(self) -> List[Path]:
+        """Delete parameter and state files without their ``.json`` record (a save interrupted between them)."""
+        orphans = [p for pattern in ("epoch_*.params", "epoch_*.states") for p in self.dir.glob(pattern)
+                   if not p.with_suffix(".json").exists()]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        return orphans
 
     def latest(self) -> Optional[Dict[str, Any]]:
         """The newest complete checkpoint's record, or None when the run has none."""
@@ -70,22 +110,58 @@ class Checkpoints:
         """Load parameters (and optimiser state) of ``record`` into ``net`` (and ``trainer``).
 
         The trainer's parameters must already have their shapes (run one forward first).
+
+        Raises
+        ------
+        InputError
+            A missing, unreadable or corrupt file (see :func:`load_parameters`).
         """
-        params = self.dir / record["params"]
-        load_parameters(net, params)
+        load_parameters(net, self.dir / record["params"], record.get(DIGEST_KEYS["params"]))
         if trainer is not None and record.get("states"):
-            trainer.load_states(str(self.dir / record["states"]))
+            states = self.dir / record["states"]
+            _check_file(states, record.get(DIGEST_KEYS["states"]))
+            try:
+                trainer.load_states(str(states))
+            except Exception as err:  # MXNetError, pickle errors for unreadable files
+                raise InputError(f"checkpoint {states} cannot be read: {error_reason(err)}") from None
 
 
-def load_parameters(net: gluon.Block, path: str | Path) -> None:
-    """``net.load_parameters`` with a one-line error for a missing file or another architecture."""
-    path = Path(path)
+def error_reason(err: BaseException) -> str:
+    """The reason of a library error in one line, without a stack trace: MXNet's messages carry the C++
+    trace first and the reason on the last line (``MXNetError: Check failed: <test>: <reason>``)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    reason = (lines[-1] if lines else type(err).__name__).removeprefix("MXNetError:").strip()
+    if reason.startswith("Check failed:"):  # "Check failed: fi->Read(data): Invalid NDArray file format"
+        reason = reason.rsplit(": ", 1)[-1]
+    return reason[:200].rstrip(".")
+
+
+def _check_file(path: Path, sha256: Optional[str]) -> None:
     if not path.exists():
         raise InputError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise InputError(f"checkpoint {path} cannot be read: the file is empty")
+    if sha256 is not None and file_digest(path) != sha256:
+        raise InputError(f"checkpoint {path} cannot be read: its content differs from the SHA-256 in its record "
+                         f"(a truncated or damaged copy)")
+
+
+def load_parameters(net: gluon.Block, path: str | Path, sha256: Optional[str] = None) -> None:
+    """``net.load_parameters`` with a one-line error for a missing, empty, corrupt (not the ``sha256`` the
+    record holds, when given) or unreadable file, or one of another architecture.
+
+    Raises
+    ------
+    InputError
+        ``checkpoint X does not exist``, ``checkpoint X cannot be read: <reason>`` or ``checkpoint X does
+        not fit this model (<reason>)``.
+    """
+    path = Path(path)
+    _check_file(path, sha256)
     try:
         net.load_parameters(str(path))
     except (AssertionError, KeyError, ValueError) as err:  # MXNet's messages for name/shape mismatches
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"checkpoint {path} does not fit this model ({first[:200]})") from None
     except Exception as err:  # MXNetError for unreadable files
-        raise InputError(f"checkpoint {path} cannot be read: {str(err).strip().splitlines()[0][:200]}") from None
+        raise InputError(f"checkpoint {path} cannot be read: {error_reason(err)}") from None

@@ -275,6 +275,14 @@ def _build(cls, values: Dict[str, Any], where: str, source: str):
     return cls(**kwargs)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's reason and where (1-based line and column), in one line."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{problem}{where}".split())
+
+
 def load_config(path: Union[str, Path]) -> Config:
     """Read and validate a YAML config; raise :class:`InputError` naming the file and the problem."""
     path = Path(path)
@@ -285,7 +293,7 @@ def load_config(path: Union[str, Path]) -> Config:
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise InputError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise InputError(f"config {path} is not valid YAML: {_yaml_problem(err)}") from None
     config = _build(Config, values, "", str(path))
     if config.data.stride > config.data.chip_size:
         raise InputError(f"config {path}: data.stride ({config.data.stride}) must be <= data.chip_size "

@@ -58,7 +58,7 @@ def _png_names(folder: Path) -> List[str]:
     return sorted(p.name for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
 
 
-def levircd_samples(root: PathLike, split: Optional[str] = None) -> List[Sample]:
+def levircd_samples(root: PathLike, split: Optional[str] = None, labelled: bool = True) -> List[Sample]:
     """The samples of LEVIR-CD (Chen & Shi 2020; paper Section 8.1).
 
     Parameters
@@ -69,6 +69,8 @@ def levircd_samples(root: PathLike, split: Optional[str] = None) -> List[Sample]
         (any tile size).
     split : {"train", "val", "test"}, optional
         The official split to read.
+    labelled : bool
+        False: only ``A/`` and ``B/`` are needed (prediction); the samples have no label.
 
     Returns
     -------
@@ -86,7 +88,7 @@ def levircd_samples(root: PathLike, split: Optional[str] = None) -> List[Sample]
         if split not in LEVIRCD_SPLITS:
             raise InputError(f"unknown LEVIR-CD split {split!r}: expected one of {', '.join(LEVIRCD_SPLITS)}.")
         folder = folder / split
-    names = {sub: _png_names(folder / sub) for sub in LEVIRCD_FOLDERS}
+    names = {sub: _png_names(folder / sub) for sub in (LEVIRCD_FOLDERS if labelled else LEVIRCD_FOLDERS[:2])}
     if not names["A"]:
         raise InputError(f"no .png images in the LEVIR-CD folder {folder / 'A'}.")
     every = set().union(*names.values())
@@ -95,7 +97,8 @@ def levircd_samples(root: PathLike, split: Optional[str] = None) -> List[Sample]
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise InputError(f"LEVIR-CD tile {missing[0]} has no partner {folder / sub / missing[0]}{more}.")
-    samples = [Sample(Path(n).stem, folder / "A" / n, folder / "B" / n, folder / "label" / n) for n in names["A"]]
+    samples = [Sample(Path(n).stem, folder / "A" / n, folder / "B" / n, folder / "label" / n if labelled else None)
+               for n in names["A"]]
     _validate(samples)
     return samples
 

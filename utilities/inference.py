@@ -30,10 +30,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import cv2
 import numpy as np
 import rasterio
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from utilities.atomic import atomic_path, writable_folder
+from utilities.atomic import atomic_path, writable_folder, write_error
 from utilities.datasets import levircd_samples
 from utilities.errors import InputError
 from utilities.io import PathLike, PixelWindow, RasterInfo, check_pair, nodata_mask, raster_info, read_image
@@ -182,6 +182,7 @@ class _GeoTIFFs:
 
     def __init__(self, stack: contextlib.ExitStack, out_dir: Path, info: RasterInfo):
         self.datasets, self.pending, self.row = {}, [], 0
+        self.paths = {name: out_dir / file_name for name, file_name in OUTPUT_FILES.items()}
         for name, file_name in OUTPUT_FILES.items():
             tmp = stack.enter_context(atomic_path(out_dir / file_name, suffix=".tif"))
             profile = _profile(info, "uint8", MASK_NODATA) if name == "mask" else _profile(info, "float32", np.nan)
@@ -202,7 +203,10 @@ class _GeoTIFFs:
         rows = {name: np.concatenate([m[name] for m in self.pending]) for name in self.datasets}
         n, width = rows["mask"].shape
         for name, dataset in self.datasets.items():
-            dataset.write(rows[name][None], window=Window(0, self.row, width, n))
+            try:
+                dataset.write(rows[name][None], window=Window(0, self.row, width, n))
+            except (OSError, RasterioError) as err:  # named here: the file being written when it failed
+                raise write_error(err, self.paths[name]) from None
         self.row += n
         self.pending = []
 
@@ -326,7 +330,8 @@ def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_
 
 def predict_folder(predictor: Predictor, root: PathLike, out_dir: PathLike, split: Optional[str] = None,
                    **kwargs) -> Dict[str, Dict[str, Path]]:
-    """:func:`predict_rasters` for every pair of a folder in the LEVIR-CD layout (Section 8.1).
+    """:func:`predict_rasters` for every pair of a folder in the LEVIR-CD layout (Section 8.1); ``label/``
+    is not needed.
 
     Parameters
     ----------
@@ -346,7 +351,7 @@ def predict_folder(predictor: Predictor, root: PathLike, out_dir: PathLike, spli
         ``{sample name: its output paths}``.
     """
     return {sample.name: predict_rasters(predictor, sample.date1, sample.date2, Path(out_dir) / sample.name, **kwargs)
-            for sample in levircd_samples(root, split)}
+            for sample in levircd_samples(root, split, labelled=False)}
 
 
 def padded_prediction(forward: WindowForward, read: RowReader, height: int, width: int) -> Iterator[Strip]:

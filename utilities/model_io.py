@@ -27,7 +27,7 @@ from mxnet import gluon
 
 from mantis import get_model
 
-from .checkpoint import load_parameters
+from .checkpoint import DIGEST_KEYS, load_parameters
 from .errors import InputError
 
 PathLike = Union[str, Path]
@@ -61,7 +61,7 @@ def load_network(path: PathLike, ctx: mx.Context = mx.cpu()) -> Tuple[gluon.Hybr
     record, params = checkpoint_record(path)
     net = get_model(record["model"], **record.get("model_args", {}))
     net.initialize(ctx=ctx)  # deferred; the parameters below fix every shape
-    load_parameters(net, params)
+    load_parameters(net, params, record.get(DIGEST_KEYS["params"]))
     return net, record
 
 

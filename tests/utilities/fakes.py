@@ -3,7 +3,9 @@
 - :func:`write_levircd_tree`: PNG tiles in the LEVIR-CD layout (``split/{A,B,label}/<name>.png``,
   RGB dates, single-band 0/255 labels);
 - :func:`write_geotiff_pair`: a WHU-like pair of GeoTIFFs (``2011.tif``, ``2016.tif``) and a 0/255
-  ``label.tif`` on one georeferenced grid.
+  ``label.tif`` on one georeferenced grid;
+- :func:`write_mismatched_pair`: a bad input met in LEVIR-CD-like data, two RGBA PNG dates that differ
+  in size by one row (384 x 768 and 383 x 768).
 
 Import them as ``from tests.utilities.fakes import write_levircd_tree, write_geotiff_pair``.
 """
@@ -172,3 +174,16 @@ def write_pair_with_gaps(folder: PathLike, height: int = 96, width: int = 96,
     for date, window, value, bands in GAPS:
         fill_window(paths[date], window, value, bands)
     return paths
+
+
+#: (rows, cols) of the two dates of :func:`write_mismatched_pair`
+MISMATCHED_SHAPES = ((384, 768), (383, 768))
+
+
+def write_mismatched_pair(folder: PathLike, seed: int = 0) -> Tuple[Path, Path]:
+    """Write ``A.png`` and ``B.png``: RGBA dates of :data:`MISMATCHED_SHAPES` (one row apart), as a
+    co-registration gone wrong produces them; returns their paths."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    return tuple(write_png(folder / name, fake_image(rows, cols, 4, "uint8", rng))
+                 for name, (rows, cols) in zip(("A.png", "B.png"), MISMATCHED_SHAPES))

@@ -1,12 +1,16 @@
 """Checkpoints: atomic per-epoch files, latest pointer, round trip of parameters and Adam state."""
+import errno
+import hashlib
 import json
+import os
 
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import autograd, gluon, nd
 
-from utilities.atomic import atomic_path, atomic_write_text
+from utilities import checkpoint
+from utilities.atomic import WriteError, atomic_path, atomic_write_text
 from utilities.checkpoint import Checkpoints, load_parameters
 from utilities.errors import InputError
 
@@ -85,3 +89,91 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
             raise RuntimeError("killed")
     assert json.loads(target.read_text()) == [1]
     assert [p.name for p in tmp_path.iterdir()] == ["history.json"]
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+#: damage(file content, the weight's bytes) -> damaged content
+DAMAGES = {
+    "truncated": lambda data, weight: data[: len(data) // 2],
+    "empty": lambda data, weight: b"",
+    "byte-flipped header": lambda data, weight: _flip(data, 0),  # the format's magic number
+    "byte-flipped values": lambda data, weight: _flip(data, data.index(weight) + 1),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("recorded_digest", [True, False])
+def test_damaged_parameters_are_refused_in_one_line(tmp_path, damage, recorded_digest):
+    net, trainer = _net_and_trainer(0)
+    ckpt = Checkpoints(tmp_path)
+    params = ckpt.save(1, net, trainer, {})
+    record = ckpt.latest()
+    assert record["params_sha256"] == hashlib.sha256(params.read_bytes()).hexdigest()
+    if not recorded_digest:  # a record written before digests were recorded
+        del record["params_sha256"]
+    params.write_bytes(DAMAGES[damage](params.read_bytes(), net.weight.data().asnumpy().tobytes()))
+    if not recorded_digest and damage == "byte-flipped values":
+        ckpt.load(record, net, trainer)  # undetectable without the digest: a value changed, the format is fine
+        return
+    with pytest.raises(InputError) as err:
+        ckpt.load(record, net, trainer)
+    message = str(err.value)
+    assert message.startswith(f"checkpoint {params} cannot be read: ") and "\n" not in message
+    assert "Traceback" not in message and "File " not in message
+    reason = message.split("cannot be read: ", 1)[1]
+    assert reason in ("the file is empty", "Invalid NDArray file format",
+                      "its content differs from the SHA-256 in its record (a truncated or damaged copy)"), reason
+
+
+def test_damaged_optimizer_states_are_refused_in_one_line(tmp_path):
+    net, trainer = _net_and_trainer(0)
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(1, net, trainer, {})
+    states = ckpt.dir / "epoch_0001.states"
+    states.write_bytes(states.read_bytes()[:7])
+    with pytest.raises(InputError, match=rf"^checkpoint {states} cannot be read: its content differs"):
+        ckpt.load(ckpt.latest(), net, trainer)
+
+
+def _write_to_full_device(tmp):
+    """A writer that meets a full disk: /dev/full fails every write with ENOSPC."""
+    with open("/dev/full", "wb") as full:
+        full.write(b"\0" * 4096)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is not available")
+@pytest.mark.parametrize("failing", ["params", "states", "record"])
+def test_a_full_disk_leaves_no_orphan_file_and_the_previous_checkpoint(tmp_path, monkeypatch, failing):
+    net, trainer = _net_and_trainer(0)
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(1, net, trainer, {})
+    before = sorted(p.name for p in ckpt.dir.iterdir())
+    if failing == "params":
+        monkeypatch.setattr(net, "save_parameters", _write_to_full_device)
+    elif failing == "states":
+        monkeypatch.setattr(trainer, "save_states", _write_to_full_device)
+    else:
+        def full_disk(path, text):
+            with atomic_path(path) as tmp:
+                _write_to_full_device(tmp)
+        monkeypatch.setattr(checkpoint, "atomic_write_text", full_disk)
+    with pytest.raises(WriteError) as err:
+        ckpt.save(2, net, trainer, {})
+    assert err.value.errno == errno.ENOSPC
+    assert err.value.strerror.startswith("no space left on device writing ") and "epoch_0002." in err.value.strerror
+    assert sorted(p.name for p in ckpt.dir.iterdir()) == before  # epoch 1 intact, nothing of epoch 2
+    assert ckpt.latest()["epoch"] == 1
+
+
+def test_parameters_without_record_are_removed_at_the_next_save(tmp_path):
+    net, trainer = _net_and_trainer(0)
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(1, net, trainer, {})
+    for name in ("epoch_0002.params", "epoch_0002.states"):  # a run killed before the record was written
+        (ckpt.dir / name).write_bytes(b"partial")
+    ckpt.save(3, net, trainer, {})
+    assert not (ckpt.dir / "epoch_0002.params").exists() and not (ckpt.dir / "epoch_0002.states").exists()
+    assert (ckpt.dir / "epoch_0001.params").exists() and (ckpt.dir / "epoch_0003.params").exists()

@@ -15,7 +15,13 @@ import rasterio
 import yaml
 from mxnet import gluon
 
-from tests.utilities.fakes import write_geotiff, write_geotiff_pair, write_levircd_tree, write_png
+from tests.utilities.fakes import (
+    write_geotiff,
+    write_geotiff_pair,
+    write_levircd_tree,
+    write_mismatched_pair,
+    write_png,
+)
 from utilities import inference
 from utilities.errors import InputError
 from utilities.inference import (
@@ -293,9 +299,7 @@ def refused(predictor, date1, date2, tmp_path, **kwargs) -> str:
 
 
 def test_mismatched_sizes_are_refused_naming_both_files(tmp_path):
-    if not MISMATCHED.is_dir():
-        pytest.skip(f"shared data not found: {MISMATCHED}")
-    a, b = MISMATCHED / "A.png", MISMATCHED / "B.png"
+    a, b = (MISMATCHED / "A.png", MISMATCHED / "B.png") if MISMATCHED.is_dir() else write_mismatched_pair(tmp_path)
     assert refused(known_predictor(channels=4), a, b, tmp_path) == (
         f"date images differ in size: {a} is 384x768 (rows x cols) but {b} is 383x768.")
 

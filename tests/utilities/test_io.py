@@ -8,7 +8,14 @@ import pytest
 import rasterio
 from affine import Affine
 
-from tests.utilities.fakes import DEFAULT_TRANSFORM, fake_image, write_geotiff, write_geotiff_pair, write_png
+from tests.utilities.fakes import (
+    DEFAULT_TRANSFORM,
+    fake_image,
+    write_geotiff,
+    write_geotiff_pair,
+    write_mismatched_pair,
+    write_png,
+)
 from utilities.errors import InputError
 from utilities.io import check_pair, nodata_mask, raster_info, read_image, read_label
 
@@ -177,6 +184,13 @@ def _message(function, *args):
 @pytest.mark.skipif(not MISMATCHED.is_dir(), reason="shared data (../shared/data) is absent: not in a fresh clone")
 def test_check_pair_refuses_the_real_mismatched_pair():
     a, b = MISMATCHED / "A.png", MISMATCHED / "B.png"
+    assert _message(check_pair, a, b) == f"date images differ in size: {a} is 384x768 (rows x cols) but {b} is 383x768."
+
+
+def test_check_pair_refuses_a_generated_mismatched_rgba_pair(tmp_path):
+    """The real pair's defect, generated: runs in a bare clone too."""
+    a, b = write_mismatched_pair(tmp_path)
+    assert raster_info(a).count == raster_info(b).count == 4
     assert _message(check_pair, a, b) == f"date images differ in size: {a} is 384x768 (rows x cols) but {b} is 383x768."
 
 
