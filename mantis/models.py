@@ -22,7 +22,7 @@ from functools import partial
 from typing import Callable, Dict, Tuple
 
 from nn import CEECUnit, Conv2DN, FTAttResUnit, Fusion, PSPPooling, make_combiner
-from nn.units import upsample2x
+from nn.ops import upsample2x
 
 from mxnet.gluon import HybridBlock, nn
 

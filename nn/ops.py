@@ -1,5 +1,10 @@
-"""Small tensor helpers shared by the blocks."""
+"""Small tensor helpers shared by the blocks, in forms that are fast on MXNet 1.9's CPU backend."""
 from __future__ import annotations
+
+from typing import Callable, Dict
+
+from . import kernels
+from .norm import current_form
 
 
 def channel_concat(F, *xs):
@@ -28,3 +33,51 @@ def scalar_times(F, gamma, x):
     ones = F.ones_like(F.slice_axis(rows, axis=2, begin=0, end=1)).reshape((-1, 1))   # (B C, 1)
     column = F.FullyConnected(ones, gamma.reshape((1, 1)), num_hidden=1, no_bias=True)  # (B C, 1)
     return F.reshape_like(F.batch_dot(column.reshape((0, 0, 1)), rows), x)
+
+
+def upsample2x(F, x):
+    """Bilinear x2 resize of the spatial axes (the paper's E operation, Listings 6-7): ``(B, C, H, W)``
+    to ``(B, C, 2H, 2W)``.
+
+    The same bilinear interpolation as ``F.contrib.BilinearResize2D(x, scale_height=2.0,
+    scale_width=2.0)`` (MXNet's default ``align_corners=True``: output ``i`` samples input
+    ``i (n-1) / (2n-1)``), in one of two forms (:data:`UPSAMPLE2X_FORMS`), chosen with GroupNorm's
+    (:func:`nn.norm.current_form`: the kernel library on CPU-only machines where it is built, MXNet
+    operators on GPUs and for ONNX export).
+    """
+    return UPSAMPLE2X_FORMS[current_form()](F, x)
+
+
+def upsample2x_kernel(F, x):
+    """:func:`upsample2x` as mantis's fused CPU operator ``mantis_upsample2x`` (``nn/kernels/upsample2x.cc``):
+    4 multiply-adds per output element forward and backward, one pass over each tensor."""
+    if not kernels.load():
+        raise ValueError(f"upsample2x form 'kernel' needs {kernels.LIBRARY}; run `bash scripts/install.sh`")
+    return F.mantis_upsample2x(x)
+
+
+def upsample2x_products(F, x):
+    """:func:`upsample2x` as matrix products ``A_H X A_W^T``: two passes of "swap the last two axes, then
+    multiply the last axis (length n) by the (n, 2n) interpolation matrix".
+
+    The matrix is ``BilinearResize2D``'s own weights (its resize of the n x n identity), built at run
+    time from the shape, since hybridized graphs are shape-free. MXNet 1.9.1's CPU backward of that
+    operator is pathologically slow with 2 OpenMP threads (4.7 s of a 13 s CEECNetV1 D6nf32 training
+    step, batch 1, 256x256); transposes and matrix products have fast kernels both ways, though the dense
+    matrices cost 2n multiply-adds per output element and pass where 2 are needed (19 GFLOP per CEECNet
+    D6nf32 forward). ``batch_dot`` (the matrix repeated per sample), not ``dot``: the ONNX exporter warns
+    on every dot.
+    """
+    for _ in range(2):
+        x = F.transpose(x, axes=(0, 1, 3, 2))  # (B, C, m, n): the axis to resize goes last
+        rows = x.reshape((0, -3, 0))  # (B, C m, n)
+        index = F.contrib.arange_like(x, axis=3)
+        eye = F.broadcast_equal(index.reshape((1, 1, -1, 1)), index.reshape((1, 1, 1, -1)))  # (1, 1, n, n)
+        weights = F.contrib.BilinearResize2D(eye, scale_height=1.0, scale_width=2.0).reshape((-3, 0, 0))
+        weights = F.BlockGrad(F.broadcast_like(weights, rows, lhs_axes=(0,), rhs_axes=(0,)))  # (B, n, 2n)
+        x = F.reshape_like(F.batch_dot(rows, weights), x, lhs_begin=1, lhs_end=2, rhs_begin=1, rhs_end=3)
+    return x
+
+
+#: form name (:data:`nn.norm.FORMS`) -> how :func:`upsample2x` computes
+UPSAMPLE2X_FORMS: Dict[str, Callable] = {"kernel": upsample2x_kernel, "operator": upsample2x_products}

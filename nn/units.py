@@ -11,33 +11,7 @@ from .attention import FTAttention2D
 from .conv import Conv2DN
 from .fusion import ConcatConv2DN, Fusion, scale_by_attention
 from .norm import get_norm
-
-
-def upsample2x(F, x):
-    """Bilinear x2 resize of the spatial axes (the paper's E operation, Listings 6-7): ``(B, C, H, W)``
-    to ``(B, C, 2H, 2W)``.
-
-    The same bilinear interpolation as ``F.contrib.BilinearResize2D(x, scale_height=2.0,
-    scale_width=2.0)`` (MXNet's default ``align_corners=True``: output ``i`` samples input
-    ``i (n-1) / (2n-1)``), written as matrix products ``A_H X A_W^T``: two passes of "swap the last
-    two axes, then multiply the last axis (length n) by the (n, 2n) interpolation matrix". The matrix
-    is that operator's own weights (its resize of the n x n identity), built at run time from the
-    shape, since hybridized graphs are shape-free. MXNet 1.9.1's CPU backward of the operator is
-    pathologically slow with 2 OpenMP threads (4.7 s of a 13 s CEECNetV1 D6nf32 training step, batch 1,
-    256x256; for a (1, 32, 128, 128) forward + backward 180-220 ms, against 45 ms with 1 thread);
-    transposes and matrix products have fast kernels both ways (26-28 ms with 2 threads, 46-48 ms
-    with 1; the training step takes 8.7 s).
-    ``batch_dot`` (the matrix repeated per sample), not ``dot``: the ONNX exporter warns on every dot.
-    """
-    for _ in range(2):
-        x = F.transpose(x, axes=(0, 1, 3, 2))  # (B, C, m, n): the axis to resize goes last
-        rows = x.reshape((0, -3, 0))  # (B, C m, n)
-        index = F.contrib.arange_like(x, axis=3)
-        eye = F.broadcast_equal(index.reshape((1, 1, -1, 1)), index.reshape((1, 1, 1, -1)))  # (1, 1, n, n)
-        weights = F.contrib.BilinearResize2D(eye, scale_height=1.0, scale_width=2.0).reshape((-3, 0, 0))
-        weights = F.BlockGrad(F.broadcast_like(weights, rows, lhs_axes=(0,), rhs_axes=(0,)))  # (B, n, 2n)
-        x = F.reshape_like(F.batch_dot(rows, weights), x, lhs_begin=1, lhs_end=2, rhs_begin=1, rhs_end=3)
-    return x
+from .ops import upsample2x
 
 
 class ResBlock(HybridBlock):

@@ -1,13 +1,16 @@
 """The matrix-product forms that replace MXNet broadcast operators (nn.ops.scalar_times,
 nn.fusion.scale_by_attention, nn.attention.average_weight, nn.pooling.grid_max_pool, SigmoidCrisp's
-division) and BilinearResize2D (nn.units.upsample2x): same values and gradients as the operators they
-replace, imperative and hybridized."""
+division), and the forms of nn.ops.upsample2x (matrix products replacing BilinearResize2D, the fused
+kernel replacing the matrix products): same values and gradients as the operators they replace,
+imperative and hybridized."""
+import json
+
 from nn.activations import SigmoidCrisp
 from nn.attention import average_weight
 from nn.fusion import scale_by_attention
-from nn.ops import scalar_times
+from nn.norm import groupnorm_form
+from nn.ops import scalar_times, upsample2x, upsample2x_kernel, upsample2x_products
 from nn.pooling import grid_max_pool
-from nn.units import upsample2x
 
 import mxnet as mx
 import numpy as np
@@ -65,8 +68,14 @@ def bilinear_resize2x(F, x):
 
 
 # odd, even, non-square sizes and the edge sizes 1 and 2 of H and W
-CASES.update({f"upsample2x-{h}x{w}": (upsample2x, bilinear_resize2x, [(2, 3, h, w)])
-              for h, w in [(5, 7), (8, 6), (1, 1), (1, 4), (5, 1), (2, 2), (2, 9), (17, 33)]})
+UPSAMPLE_SIZES = [(5, 7), (8, 6), (1, 1), (1, 4), (5, 1), (2, 2), (2, 9), (17, 33)]
+# every form against the operator, and the kernel against the products it replaces
+for _name, _form, _ref in [("upsample2x", upsample2x, bilinear_resize2x),
+                           ("upsample2x_products", upsample2x_products, bilinear_resize2x),
+                           ("upsample2x_kernel", upsample2x_kernel, bilinear_resize2x),
+                           ("upsample2x_kernel-vs-products", upsample2x_kernel, upsample2x_products)]:
+    CASES.update({f"{_name}-{h}x{w}": (_form, _ref, [(2, 3, h, w)]) for h, w in UPSAMPLE_SIZES})
+CASES["upsample2x_kernel-vs-products-64x48"] = (upsample2x_kernel, upsample2x_products, [(1, 16, 64, 48)])
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
@@ -77,13 +86,24 @@ def test_same_values_and_gradients_as_broadcast_form(name, hybridize):
     assert_same(values_and_grads(new, arrays, hybridize), values_and_grads(ref, arrays, False))
 
 
-def test_upsample2x_hybridized_graph_follows_the_input_size():
-    """One hybridized graph serves inputs of different sizes: the interpolation matrices come from the shape."""
-    block = gnn.HybridLambda(upsample2x)
+@pytest.mark.parametrize("form", [upsample2x_products, upsample2x_kernel])
+def test_upsample2x_hybridized_graph_follows_the_input_size(form):
+    """One hybridized graph serves inputs of different sizes (the interpolation comes from the shape)."""
+    block = gnn.HybridLambda(form)
     block.hybridize()
     for shape in [(1, 2, 3, 5), (2, 2, 6, 4), (1, 2, 3, 5)]:
         x = mx.nd.array(np.random.randn(*shape))
         np.testing.assert_allclose(block(x).asnumpy(), bilinear_resize2x(mx.nd, x).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form, operator", [("kernel", "mantis_upsample2x"), ("operator", "batch_dot")])
+def test_upsample2x_computes_in_groupnorms_form(form, operator):
+    """upsample2x uses the kernel library exactly when GroupNorm does (e.g. not for ONNX export)."""
+    with groupnorm_form(form):
+        symbol = upsample2x(mx.sym, mx.sym.var("x"))
+    operators = {node["op"] for node in json.loads(symbol.tojson())["nodes"]}
+    other = ({"mantis_upsample2x", "batch_dot"} - {operator}).pop()
+    assert operator in operators and other not in operators
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
