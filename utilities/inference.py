@@ -9,7 +9,8 @@ their size, and writes to ``out_dir``:
 - ``change_mask.tif``: uint8, 1 where that probability is >= ``threshold``, else 0; nodata 255;
 - ``boundary.tif``, ``distance.tif``: float32, the averaged class-1 boundary and distance maps of the
   multitask head (Section 6.3);
-- ``quicklook.png`` (optional): date 2 with the change mask in red, at most 2048 pixels on its long side.
+- ``quicklook.png`` (optional): date 1 | date 2 | change (date 2 in grey, the change mask in magenta),
+  at most 2048 pixels on its long side.
 
 The GeoTIFFs are tiled (256 x 256), deflate-compressed and carry the input's CRS and geotransform;
 PNG/JPEG inputs have none, and neither have their outputs. Pixels without data (NaN or the declared
@@ -59,7 +60,10 @@ QUICKLOOK_SIDE = 2048
 _WHOLE_FORMATS = {".png", ".jpg", ".jpeg"}
 #: quick-look colours of non-8-bit images: the model's training mean +- this many standard deviations
 _STRETCH = 2.0
-_RED = np.array([255, 0, 0], dtype=np.float32)
+#: the quick-look's panels, and the colour of predicted change over the grey date 2 of the last one
+_PANELS = ("date 1", "date 2", "change")
+_CHANGE_COLOUR = np.array([255, 0, 255], dtype=np.float32)
+_GAP = 4  # white pixels between the quick-look's panels
 
 
 def select_bands(path: PathLike, count: int, bands: Optional[Sequence[int]], channels: int) -> List[int]:
@@ -212,33 +216,38 @@ class _GeoTIFFs:
 
 
 class _Quicklook:
-    """Date 2 with the change mask in red, downsampled strip by strip by an integer factor (area averaging)
-    to at most :data:`QUICKLOOK_SIDE` pixels on the long side."""
+    """``date 1 | date 2 | change``: the two dates and, in the third panel, date 2 in grey with the predicted
+    change in magenta (a colour no grey image holds, so red or orange roofs cannot hide it). The panels stand
+    side by side, or one above the other for scenes wider than tall (the figure stays near square), and are
+    downsampled strip by strip by an integer factor (area averaging) so that the figure's long side is at
+    most :data:`QUICKLOOK_SIDE` pixels."""
 
     def __init__(self, info: RasterInfo, predictor: Predictor):
-        self.factor = max(1, -(-max(info.height, info.width) // QUICKLOOK_SIDE))
+        self.stacked = info.width > info.height
+        figure = (3 * info.height, info.width) if self.stacked else (info.height, 3 * info.width)
+        self.factor = max(1, -(-max(figure) // QUICKLOOK_SIDE))
         self.width = -(-info.width // self.factor)
         self.eight_bit = info.dtype == "uint8"
         bands = 3 if predictor.channels >= 3 else 1
         self.low = (predictor.mean - _STRETCH * predictor.std).ravel()[:bands]
         self.high = (predictor.mean + _STRETCH * predictor.std).ravel()[:bands]
-        self.pending = np.zeros((0, info.width, 3), dtype=np.uint8)
+        self.pending = np.zeros((0, info.width, 3 * len(_PANELS)), dtype=np.uint8)  # the panels' RGB, stacked
         self.rows: List[np.ndarray] = []
 
-    def _colours(self, date2: np.ndarray) -> np.ndarray:
+    def _colours(self, date: np.ndarray) -> np.ndarray:
         """``(C, n, width)`` -> RGB ``(n, width, 3)`` float32 in [0, 255] (one band: grey)."""
-        rgb = date2[:3] if len(date2) >= 3 else date2[:1]
+        rgb = date[:3] if len(date) >= 3 else date[:1]
         if not self.eight_bit:
             rgb = (rgb - self.low[:, None, None]) / (self.high - self.low)[:, None, None] * 255
         rgb = np.nan_to_num(np.clip(rgb, 0, 255), nan=0.0)
         return np.repeat(rgb, 3 // len(rgb), axis=0).transpose(1, 2, 0)
 
-    def add(self, date2: np.ndarray, mask: np.ndarray) -> None:
-        """Add rows of date 2 ``(C, n, width)`` and of the change mask ``(n, width)``."""
-        rgb = self._colours(date2)
-        change = mask == 1
-        rgb[change] = 0.5 * rgb[change] + 0.5 * _RED
-        self.pending = np.concatenate([self.pending, rgb.astype(np.uint8)])
+    def add(self, date1: np.ndarray, date2: np.ndarray, mask: np.ndarray) -> None:
+        """Add rows of both dates ``(C, n, width)`` and of the change mask ``(n, width)``."""
+        rgb1, rgb2 = self._colours(date1), self._colours(date2)
+        change = np.repeat(rgb2.mean(axis=2, keepdims=True), 3, axis=2)
+        change[mask == 1] = _CHANGE_COLOUR
+        self.pending = np.concatenate([self.pending, np.concatenate([rgb1, rgb2, change], axis=2).astype(np.uint8)])
         self._shrink(len(self.pending) - len(self.pending) % self.factor)
 
     def _shrink(self, n: int) -> None:
@@ -247,10 +256,25 @@ class _Quicklook:
             self.rows.append(cv2.resize(self.pending[:n], size, interpolation=cv2.INTER_AREA))
             self.pending = self.pending[n:]
 
-    def write(self, path: Path) -> None:
+    def figure(self) -> np.ndarray:
+        """The RGB figure ``(H, W, 3)`` uint8: the titled panels with white gaps between them."""
         self._shrink(len(self.pending))
+        rows = np.concatenate(self.rows)
+        panels = [np.ascontiguousarray(rows[..., 3 * i:3 * i + 3]) for i in range(len(_PANELS))]
+        scale = max(0.35, min(panels[0].shape[:2]) / 500)
+        for panel, title in zip(panels, _PANELS):
+            origin = (int(6 * scale) + 2, int(28 * scale) + 4)
+            for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
+                cv2.putText(panel, title, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
+                            max(1, int(thickness * scale)), cv2.LINE_AA)
+        axis = 0 if self.stacked else 1
+        gap = np.full((_GAP, rows.shape[1], 3) if self.stacked else (rows.shape[0], _GAP, 3), 255, np.uint8)
+        return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=axis)
+
+    def write(self, path: Path) -> None:
+        figure = self.figure()
         with atomic_path(path, suffix=".png") as tmp:
-            if not cv2.imwrite(tmp, np.concatenate(self.rows)[:, :, ::-1]):
+            if not cv2.imwrite(tmp, figure[:, :, ::-1]):
                 raise OSError(f"cannot write the quick-look {path}")
 
 
@@ -320,7 +344,7 @@ def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_
             mask = np.where(nodata, MASK_NODATA, probability >= threshold).astype(np.uint8)
             outputs.add({"probability": probability, "mask": mask, "boundary": boundary, "distance": distance})
             if preview is not None:
-                preview.add(strip.inputs[channels:], mask)
+                preview.add(strip.inputs[:channels], strip.inputs[channels:], mask)
         outputs.flush()
     if preview is not None:
         paths["quicklook"] = out_dir / QUICKLOOK_FILE

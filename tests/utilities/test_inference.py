@@ -178,7 +178,8 @@ def test_outputs_have_the_inputs_grid_and_the_documented_format(tmp_path):
             else:
                 assert src.dtypes[0] == "float32" and np.isnan(src.nodata)
     with rasterio.open(paths["quicklook"]) as src:
-        assert (src.count, src.height, src.width) == (3, 70, 90)
+        # date 1 / date 2 / change, one above the other (the scene is wider than tall), 4-pixel gaps
+        assert (src.count, src.height, src.width) == (3, 3 * 70 + 2 * 4, 90)
 
 
 def test_nodata_in_either_date_is_nodata_in_every_output(tmp_path):
@@ -240,7 +241,7 @@ def test_large_raster_is_read_in_strips_of_a_window(tmp_path, monkeypatch):
     assert sum(rows for _, _, rows, _ in reads) <= 2 * (height + 2 * pad + stride)  # two dates, each row ~once
 
 
-def test_quicklook_is_date_2_with_the_change_in_red_at_most_2048_pixels(tmp_path):
+def test_quicklook_shows_both_dates_and_the_change_in_magenta_at_most_2048_pixels(tmp_path):
     height, width = 2100, 20
     image1 = np.full((3, height, width), 100, np.uint8)
     image2 = image1.copy()
@@ -249,13 +250,17 @@ def test_quicklook_is_date_2_with_the_change_in_red_at_most_2048_pixels(tmp_path
     date1, date2 = (write_geotiff(tmp_path / f"{n}.tif", image) for n, image in (("a", image1), ("b", image2)))
     paths = predict(known_predictor(), date1, date2, tmp_path / "out", window=16, stride=16)
     with rasterio.open(paths["quicklook"]) as src:
-        look = src.read()
-    assert look.shape == (3, 1050, 10)  # halved: the long side 2100 > 2048
+        look = src.read()[:, 100:]  # below the panels' titles
+    # halved (the long side 2100 > 2048): date 1 | date 2 | change, 10 columns each, 4-pixel gaps
+    assert look.shape == (3, 1050 - 100, 3 * 10 + 2 * 4)
+
     def colours(pixels):
         return np.unique(pixels.reshape(3, -1), axis=1).T.tolist()
 
-    assert colours(look[:, :, 5:]) == [[50, 100, 100]]  # unchanged: date 2
-    assert colours(look[:, :, :5]) == [[227, 50, 50]]  # changed: (200, 100, 100) half red
+    assert colours(look[:, :, 0:10]) == [[100, 100, 100]]  # date 1
+    assert colours(look[:, :, 14:19]) == [[200, 100, 100]] and colours(look[:, :, 19:24]) == [[50, 100, 100]]
+    assert colours(look[:, :, 28:33]) == [[255, 0, 255]]  # change: magenta
+    assert colours(look[:, :, 33:38]) == [[83, 83, 83]]  # no change: date 2 in grey
 
 
 def test_levircd_folder_gets_one_output_set_per_sample(tmp_path):
