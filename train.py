@@ -22,9 +22,6 @@ checked before every parameter update and before every checkpoint: that epoch ge
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,21 +32,29 @@ from nn import MultitaskFTLoss, mean_fractal_tanimoto
 import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon, nd
+from mxnet import autograd, nd
 
 from mantis import get_model
-from utilities.atomic import atomic_write_text
-from utilities.augment import ChangeAugmentation
-from utilities.checkpoint import Checkpoints
-from utilities.chips import ChipDataset
 from utilities.cli import entry_point
 from utilities.config import Config, check_config, config_to_dict, load_config, save_config
-from utilities.distributed import ShardSampler, World, allreduce_sum, barrier, init_world, shutdown
+from utilities.distributed import World, allreduce_sum, init_world, shutdown
 from utilities.errors import InputError
 from utilities.metrics import change_metrics, confusion_counts
-from utilities.pipeline import chip_caches
 from utilities.progress import progress, write
 from utilities.schedule import EvolvingLossSchedule
+from utilities.training import (
+    FiniteCheck,
+    NonFiniteError,
+    batches,
+    check_parameters,
+    finite_samples,
+    limit,
+    make_loaders,
+    previous_run,
+    to_ctx,
+    train_step,
+    write_history,
+)
 from utilities.watchdog import StallWatchdog
 
 
@@ -66,85 +71,8 @@ def log(world: World, message: str) -> None:
         write(message)
 
 
-def make_loaders(cfg: Config, world: World, run_dir: Path):
-    """Chip caches (built by rank 0 while the others wait), datasets, per-rank loaders and the input
-    standardisation."""
-    if world.is_root:
-        folders = chip_caches(cfg.data, run_dir / "chips")
-    barrier("chip_caches")
-    if not world.is_root:
-        folders = chip_caches(cfg.data, run_dir / "chips", progress=False)  # reused, not rebuilt
-    train_dir, val_dir = folders["train"], folders["val"]
-    augment = ChangeAugmentation(cfg.augment.policy, **cfg.augment.args) if cfg.augment.enabled else None
-    train_set = ChipDataset(train_dir, transform=augment, targets=cfg.data.targets)
-    val_set = ChipDataset(val_dir, targets=cfg.data.targets)
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise InputError(f"no training or validation chips in {train_dir.parent} (train {len(train_set)}, "
-                         f"val {len(val_set)})")
-    log(world, f"chips: {len(train_set)} training, {len(val_set)} validation ({train_set.skipped} and "
-               f"{val_set.skipped} skipped for NaN, infinite or nodata pixels)")
-    train_sampler = ShardSampler(len(train_set), world, shuffle=True, seed=cfg.train.seed, pad=True)
-    val_sampler = ShardSampler(len(val_set), world, shuffle=False, pad=False)
-    loader = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, last_batch="keep")
-    normalization = {"mean": train_set.manifest["mean"], "std": train_set.manifest["std"]}
-    return (gluon.data.DataLoader(train_set, sampler=train_sampler, **loader), train_sampler, augment,
-            gluon.data.DataLoader(val_set, sampler=val_sampler, **loader), normalization)
-
-
-def limit(iterable, n):
-    """The first ``n`` items (all when ``n`` is None)."""
-    for i, item in enumerate(iterable):
-        if n is not None and i >= n:
-            return
-        yield item
-
-
-class NonFiniteError(RuntimeError):
-    """An input, the loss, the gradients or the parameters are not finite: training stops (exit status 1)
-    and the epoch gets no checkpoint."""
-
-
 #: exit statuses: bad input 2, non-finite inputs, loss, gradients or parameters 1
 FAILURES = {InputError: 2, NonFiniteError: 1}
-
-
-def batches(loader):
-    """``(chip indices, batch)`` of a Gluon DataLoader, in its order (its batch sampler, iterated again)."""
-    return zip(loader._batch_sampler, loader)
-
-
-def finite_samples(*arrays) -> np.ndarray:
-    """One flag per sample of a batch: every value of the sample in ``arrays`` (NDArrays, batch first) is finite."""
-    return np.logical_and.reduce([np.isfinite(a.asnumpy().reshape(a.shape[0], -1)).all(axis=1) for a in arrays])
-
-
-def check_samples(finite: np.ndarray, what: str, where: str, indices, dataset) -> None:
-    """Stop at the first sample of a batch whose ``what`` is not finite, naming ``where`` and its chip."""
-    bad = np.flatnonzero(~finite)
-    if bad.size:
-        raise NonFiniteError(f"non-finite {what} at {where}, first in {dataset.describe(indices[bad[0]])}: "
-                             "training stopped")
-
-
-def check_gradients(net, where: str) -> None:
-    """Stop when the gradients (after the ranks' all-reduce: every rank stops together) are not finite."""
-    grads = [p.grad() for p in net.collect_params().values() if p.grad_req != "null"]
-    if not np.isfinite(nd.multi_sum_sq(*grads, num_arrays=len(grads)).asnumpy()).all():
-        raise NonFiniteError(f"non-finite gradients at {where} (finite inputs and loss): training stopped")
-
-
-def check_parameters(net, epoch: int) -> None:
-    """Refuse to checkpoint parameters that are not all finite."""
-    params = list(net.collect_params().items())
-    bad = [name for name, p in params if not np.isfinite(p.data().asnumpy()).all()]
-    if bad:
-        raise NonFiniteError(f"after epoch {epoch}, {len(bad)} of {len(params)} parameter arrays are not finite "
-                             f"(first {bad[0]}): training stopped, no checkpoint written for epoch {epoch}")
-
-
-def to_ctx(batch, ctx):
-    # DataLoader batches may live on cpu_shared(0), which a hybridized net rejects
-    return [x.as_in_context(ctx) for x in batch]
 
 
 def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int,
@@ -154,17 +82,10 @@ def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, e
     bar = progress(total=steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False, file=sys.stdout)
     for step, (indices, batch) in enumerate(limit(batches(loader), steps), start=1):
         where = f"epoch {epoch}, step {step}"
-        date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
-        check_samples(finite_samples(date1, date2), "input", where, indices, loader._dataset)
-        with autograd.record():
-            segm, bound, dist = net(date1, date2)
-            loss = loss_fn(segm, bound, dist, segm_t, bound_t, dist_t)
-        loss.backward()
-        values = loss.asnumpy()
-        check_samples(np.isfinite(values), "loss", where, indices, loader._dataset)
-        trainer.step(date1.shape[0])
-        check_gradients(net, where)
-        total += float(values.sum())
+        date1, date2, *targets = to_ctx(batch, ctx)
+        check = FiniteCheck(where, lambda i: loader._dataset.describe(indices[i]))
+        loss, _ = train_step(net, trainer, loss_fn, (date1, date2), targets, check)
+        total += float(loss.sum().asscalar())
         count += date1.shape[0]
         bar.set_postfix(loss=f"{total / count:.4f}")
         bar.update()
@@ -183,11 +104,12 @@ def validate(net, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int, w
                                                      disable=not world.is_root, leave=False, file=sys.stdout),
                                             start=1):
         where = f"epoch {epoch}, validation step {step}"
+        check = FiniteCheck(where, lambda i: loader._dataset.describe(indices[i]))
         date1, date2, segm_t, bound_t, dist_t = to_ctx(batch, ctx)
-        check_samples(finite_samples(date1, date2), "input", where, indices, loader._dataset)
+        check.samples(finite_samples(date1, date2), "input")
         segm, bound, dist = net(date1, date2)
         values = loss_fn(segm, bound, dist, segm_t, bound_t, dist_t).asnumpy()
-        check_samples(np.isfinite(values), "loss", where, indices, loader._dataset)
+        check.samples(np.isfinite(values), "loss")
         loss_sum += float(values.sum())
         ft = mean_fractal_tanimoto(nd, segm, segm_t, loss_fn.depth, tuple(cfg.train.loss_axis))
         ft_sum += float(ft.mean(axis=0, exclude=True).sum().asscalar())
@@ -208,15 +130,6 @@ def parameter_spread(net) -> float:
     return float(sums.max() - sums.min())
 
 
-def write_history(run_dir: Path, history: list) -> None:
-    atomic_write_text(run_dir / "history.json", json.dumps(history, indent=2))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(run_dir / "history.csv", out.getvalue())
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config)
@@ -228,12 +141,7 @@ def main(argv=None) -> int:
     ctx = mx.cpu() if mx.context.num_gpus() == 0 else mx.gpu(world.local_rank)
     mx.random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
-    checkpoints = Checkpoints(run_dir)
-    latest = checkpoints.latest() if args.resume else None
-    if not args.resume and checkpoints.latest() is not None:
-        raise InputError(f"{run_dir} already holds checkpoints: use --resume to continue it or another run_dir")
-    if args.resume and latest is None and world.is_root:
-        print(f"warning: no checkpoint in {checkpoints.dir}: starting afresh", file=sys.stderr)
+    checkpoints, latest, history = previous_run(run_dir, args.resume, world)
     if world.is_root:
         save_config(cfg, run_dir / "config.yaml")
         log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.configure_threads()} "
@@ -261,14 +169,12 @@ def main(argv=None) -> int:
     nd.waitall()  # every parameter has rank 0's values before the first step touches it
     trainer = hvd.DistributedTrainer(net.collect_params(), "adam",
                                      {"learning_rate": schedule.lr, "beta1": 0.9, "beta2": 0.999})
-    history, start = [], 1
+    start = 1
     if latest is not None:
         checkpoints.load(latest, net, trainer)  # on every rank: parameters and Adam state
         schedule.load_state_dict(latest["schedule"])
         trainer.set_learning_rate(schedule.lr)
         loss_fn.depth = schedule.depth
-        history = json.loads((run_dir / "history.json").read_text()) if (run_dir / "history.json").exists() else []
-        history = [h for h in history if h["epoch"] <= latest["epoch"]]
         start = latest["epoch"] + 1
         log(world, f"resumed from epoch {latest['epoch']}: lr {schedule.lr:g}, FT depth {schedule.depth}")
 

@@ -3,104 +3,93 @@ and the evolving-loss experiment (Section 7.2, Fig. 11).
 
     python train_cifar.py -c configs/cifar10_table_a3.yaml
     horovodrun -np 4 -H localhost:4 python train_cifar.py -c configs/cifar10_evolving_loss.yaml
-    python train_cifar.py -c my.yaml --fake        # small fake CIFAR-10 written to out_dir (smoke test)
+    python train_cifar.py -c CONFIG --resume              # continue a killed run
+    python train_cifar.py -c my.yaml --fake               # small fake CIFAR-10 written to the run dir (smoke test)
 
-One flat script: read the config, load the data, build the model, train with Adam under Horovod
-(one process per device; ``batch_size`` is per process), and follow the evolving-loss schedule
-(:mod:`utilities.schedule`): each epoch sets the learning rate and the depth ``d`` of the loss
-``1 - <FT>^d`` (computed on softmax outputs against one-hot labels, over the class axis). Rank 0
-writes ``config.yaml`` (the resolved config), ``history.json`` (one entry per epoch) and, at the end,
-``model.params`` to ``out_dir``.
+The config's keys and defaults: ``CifarConfig`` in utilities/config.py. Horovod data parallelism as in
+train.py (one process per device; ``batch_size`` is per process): parameters broadcast from rank 0,
+gradients averaged by ``DistributedTrainer``, BatchNorm running statistics averaged over the ranks after
+every epoch, metrics summed over ranks (float64). Adam, and the evolving-loss schedule
+(utilities/schedule.py): each epoch sets the learning rate and the depth ``d`` of the loss ``1 - <FT>^d``
+(on softmax outputs against one-hot labels, over the class axis). Rank 0 writes, atomically,
+``config.yaml`` (resolved) at start and per epoch a checkpoint (parameters, optimiser state, schedule;
+the newest ``keep_checkpoints`` keep their parameters), ``history.json`` and ``history.csv``.
+
+Exit status: 0 when training ends; 2 for bad input (one line ``error: ...`` naming the file or config
+key, checked before Horovod starts); 1 when an input, the loss, the gradients or the parameters are not
+finite (one line naming the epoch, the step and, for inputs and losses, the first offending image).
 """
-import nn  # noqa: F401, I001  (first: sets MXNet's OpenMP threads before MXNet loads)
+from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import sys
+import time
+from pathlib import Path
+from typing import Tuple
+
+import nn  # noqa: F401  (first: sets MXNet's OpenMP threads per rank before MXNet loads)
+from nn import FTnmtLoss
 
 import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
-import yaml
-from mxnet import autograd, gluon
+from mxnet import autograd, gluon, nd
 
 from mantis import get_model
-from utilities.atomic import atomic_path, atomic_write_text
 from utilities.cifar10 import load_cifar10, write_fake_cifar10
-from utilities.progress import progress
+from utilities.cli import entry_point
+from utilities.config import CifarConfig, check_config, config_to_dict, load_config, save_config
+from utilities.distributed import World, allreduce_sum, init_world, shutdown
+from utilities.errors import InputError
+from utilities.progress import progress, write
 from utilities.schedule import EvolvingLossSchedule
+from utilities.training import (
+    FiniteCheck,
+    NonFiniteError,
+    check_parameters,
+    previous_run,
+    train_step,
+    write_history,
+)
 
-# ----------------------------------------------------------------------------- config
-DEFAULTS = {
-    "model": "cifar_fractalresnet",  # a registered model (mantis.cifar), e.g. cifar_resnet, cifar_ceecnetv2
-    "model_kwargs": {},              # overrides of the model's arguments, e.g. {norm: GroupNorm}
-    "data_dir": "data/cifar10",      # CIFAR-10 python version (or its parent folder)
-    "batch_size": 64,                # per process (Horovod rank)
-    "epochs": 300,
-    "lr": 1e-3,                      # learning rate of the first stage; divided by schedule.factor per stage
-    "optimizer": "adam",
-    "betas": [0.9, 0.999],           # Adam (beta1, beta2), Appendix D
-    "loss": "ce",                    # 'ce' (softmax cross entropy) or 'ft' (1 - <FT>^d on softmax, Section 4)
-    "augment": True,                 # random horizontal flip + 4-pixel pad-and-crop
-    "schedule": {
-        "depths": [0],               # FT depth of each stage
-        "factor": 10.0,              # learning-rate divisor between stages
-        "patience": 3,               # plateau mode: epochs without val-loss improvement before the next stage
-        "milestones": None,          # fixed mode: epochs after which the next stage begins ([] = never)
-    },
-    "out_dir": "runs/cifar10",
-    "seed": 0,
-    "max_steps_per_epoch": None,     # cap on training (and validation) steps per epoch, for quick runs
-}
-FAKE_PER_BATCH = 64  # images per fake batch file with --fake (5 x 64 training, 64 test)
+#: images per fake batch file with --fake (5 x 64 training, 64 test)
+FAKE_PER_BATCH = 64
+#: exit statuses: bad input 2, non-finite inputs, loss, gradients or parameters 1
+FAILURES = {InputError: 2, NonFiniteError: 1}
 
-
-class ConfigError(ValueError):
-    """A bad config file (reported as one line, like the other setup errors)."""
-
-
-def load_config(path):
-    """The config of ``path`` over :data:`DEFAULTS`; unknown keys and inconsistent choices are errors."""
-    with open(path) as f:
-        user = yaml.safe_load(f) or {}
-    if not isinstance(user, dict) or not isinstance(user.get("schedule", {}), dict):
-        raise ConfigError(f"{path}: the config and its 'schedule' must be mappings of keys to values")
-    unknown = [k for k in user if k not in DEFAULTS]
-    unknown += [f"schedule.{k}" for k in user.get("schedule", {}) if k not in DEFAULTS["schedule"]]
-    if unknown:
-        raise ConfigError(f"{path}: unknown config key '{unknown[0]}' (known: {', '.join(DEFAULTS)})")
-    config = {**DEFAULTS, **user, "schedule": {**DEFAULTS["schedule"], **user.get("schedule", {})}}
-    if config["loss"] not in LOSSES:
-        raise ConfigError(f"{path}: loss must be one of {sorted(LOSSES)}, got {config['loss']!r}")
-    if config["optimizer"] not in OPTIMIZERS:
-        raise ConfigError(f"{path}: optimizer must be one of {sorted(OPTIMIZERS)}, got {config['optimizer']!r}")
-    if config["loss"] == "ce" and any(config["schedule"]["depths"]):
-        raise ConfigError(f"{path}: schedule.depths > 0 need loss 'ft' (cross entropy has no depth)")
-    return config
-
-
-def fail(message):
-    sys.exit(f"train_cifar.py: error: {' '.join(str(message).split())}")
-
-
-# ----------------------------------------------------------------------------- losses, optimizers
-ft_loss = nn.FTnmtLoss(depth=0, axis=(1,))  # its .depth follows the schedule
+ft_loss = FTnmtLoss(depth=0, axis=(1,))  # its .depth follows the schedule
+#: the config's ``loss`` -> per-sample loss of (logits, labels) (utilities.config.CIFAR_LOSSES)
 LOSSES = {
     "ce": gluon.loss.SoftmaxCrossEntropyLoss(),
-    "ft": lambda out, y: ft_loss(mx.nd.softmax(out, axis=1), mx.nd.one_hot(y, out.shape[1])),
+    "ft": lambda out, y: ft_loss(nd.softmax(out, axis=1), nd.one_hot(y, out.shape[1])),
 }
-OPTIMIZERS = {"adam": lambda cfg: ("adam", {"beta1": cfg["betas"][0], "beta2": cfg["betas"][1]})}
+#: the config's ``optimizer`` -> Gluon optimiser name and arguments (utilities.config.CIFAR_OPTIMIZERS)
+OPTIMIZERS = {"adam": lambda cfg: ("adam", {"beta1": cfg.betas[0], "beta2": cfg.betas[1]})}
 
 
-# ----------------------------------------------------------------------------- data
-def to_tensor(images, ctx):
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--config", required=True, help="YAML config (see configs/cifar10_*.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    parser.add_argument("--run-dir", help="override out_dir")
+    parser.add_argument("--fake", action="store_true", help="write and train on a small fake CIFAR-10 in the run dir")
+    return parser.parse_args(argv)
+
+
+def load_data(cfg: CifarConfig, source: str) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+    """The training and test splits (uint8 NHWC images, labels); a missing or corrupt file is bad input."""
+    try:
+        return load_cifar10(cfg.data_dir, "train", layout="NHWC"), load_cifar10(cfg.data_dir, "test", layout="NHWC")
+    except (OSError, ValueError) as err:
+        raise InputError(f"config {source}: data_dir: {err}") from None
+
+
+def to_tensor(images: np.ndarray, ctx) -> nd.NDArray:
     """uint8 NHWC -> float32 NCHW in [0, 1] on ``ctx``."""
-    return mx.nd.array(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, ctx=ctx)
+    return nd.array(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0, ctx=ctx)
 
 
-def augment(images, rng):
+def augment(images: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     """The standard CIFAR augmentation (He et al. 2016): random horizontal flip, then a random
     32 x 32 crop of the image zero-padded by 4 pixels (uint8 NHWC in and out)."""
     n, h, w, _ = images.shape
@@ -111,17 +100,17 @@ def augment(images, rng):
     return np.stack([padded[i, y:y + h, x:x + w] for i, (y, x) in enumerate(zip(dy, dx))])
 
 
-def epoch_batches(n, batch_size, epoch, seed, max_steps):
+def epoch_batches(n: int, cfg: CifarConfig, epoch: int, world: World) -> np.ndarray:
     """This rank's training batches: a permutation shared by all ranks (seeded by epoch), wrapped so
     that every rank takes the same number of full steps (a rank leaving early ends a Horovod job)."""
-    order = np.random.RandomState([seed, epoch]).permutation(n)
-    steps = math.ceil(n / (batch_size * hvd.size()))
-    steps = min(steps, max_steps) if max_steps else steps
-    order = np.resize(order, steps * batch_size * hvd.size())
-    return order[hvd.rank()::hvd.size()].reshape(steps, batch_size)
+    order = np.random.RandomState([cfg.seed, epoch]).permutation(n)
+    steps = -(-n // (cfg.batch_size * world.size))
+    steps = min(steps, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else steps
+    order = np.resize(order, steps * cfg.batch_size * world.size)
+    return order[world.rank::world.size].reshape(steps, cfg.batch_size)
 
 
-def sync_running_stats(net):
+def sync_running_stats(net: gluon.Block) -> None:
     """Average the non-learned state (BatchNorm running mean and variance) over the ranks: Horovod
     averages gradients only, so each rank's statistics follow its own data shard."""
     for p in net.collect_params().values():
@@ -129,105 +118,110 @@ def sync_running_stats(net):
             hvd.allreduce_(p.data(), average=True, name=p.name)
 
 
-def evaluate(net, loss_fn, images, labels, batch_size, max_steps, ctx):
-    """Mean loss and accuracy over all ranks (each rank takes every size-th image)."""
-    mine = np.arange(hvd.rank(), len(images), hvd.size())
-    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)][:max_steps]
+def train_epoch(net, trainer, loss_fn, data, cfg: CifarConfig, world: World, ctx, epoch: int) -> Tuple[float, float]:
+    """Mean training loss and accuracy of one epoch over all ranks."""
+    images, labels = data
+    # augmentation is a function of (seed, rank, epoch): a resumed run repeats it
+    rng = np.random.RandomState([cfg.seed, world.rank, epoch])
     totals = np.zeros(3)  # loss sum, correct, count
-    for idx in progress(batches, desc="validation", disable=hvd.rank() != 0, leave=False, file=sys.stdout):
-        out = net(to_tensor(images[idx], ctx))
-        y = mx.nd.array(labels[idx], ctx=ctx)
-        totals += [loss_fn(out, y).sum().asscalar(), (out.argmax(axis=1) == y).sum().asscalar(), len(idx)]
-    # float64: float32 counts lose precision above 2^24
-    loss_sum, correct, count = hvd.allreduce(mx.nd.array(totals, dtype="float64"), average=False,
-                                             name="val_totals").asnumpy()
+    steps = epoch_batches(len(images), cfg, epoch, world)
+    for step, idx in enumerate(progress(steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False,
+                                        file=sys.stdout), start=1):
+        x = to_tensor(augment(images[idx], rng) if cfg.augment else images[idx], ctx)
+        y = nd.array(labels[idx], ctx=ctx)
+        check = FiniteCheck(f"epoch {epoch}, step {step}", lambda i, idx=idx: f"training image {idx[i]}")
+        loss, [out] = train_step(net, trainer, loss_fn, [x], [y], check)
+        totals += [loss.sum().asscalar(), (out.argmax(axis=1) == y).sum().asscalar(), len(idx)]
+    loss_sum, correct, count = allreduce_sum(totals, "train_totals")
     return loss_sum / count, correct / count
 
 
-# ----------------------------------------------------------------------------- setup
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("-c", "--config", required=True, help="YAML config (keys: see DEFAULTS in this file)")
-parser.add_argument("--fake", action="store_true", help="write and train on a small fake CIFAR-10 in out_dir")
-args = parser.parse_args()
-
-try:
-    cfg = load_config(args.config)
-    if args.fake:
-        cfg["data_dir"] = str(write_fake_cifar10(os.path.join(cfg["out_dir"], "fake_cifar10"), FAKE_PER_BATCH,
-                                                 cfg["seed"]))
-    train_x, train_y = load_cifar10(cfg["data_dir"], "train", layout="NHWC")
-    val_x, val_y = load_cifar10(cfg["data_dir"], "test", layout="NHWC")
-    sched_cfg = cfg["schedule"]
-    schedule = EvolvingLossSchedule.from_depths(cfg["lr"], sched_cfg["depths"], factor=sched_cfg["factor"],
-                                                patience=sched_cfg["patience"], milestones=sched_cfg["milestones"])
-    net = get_model(cfg["model"], **cfg["model_kwargs"])
-except (OSError, yaml.YAMLError, ValueError, TypeError) as err:
-    fail(err)
-
-hvd.init()
-size = hvd.size()
-if "SLURM_NTASKS" in os.environ and int(os.environ["SLURM_NTASKS"]) != size:
-    hvd.shutdown()
-    fail(f"SLURM_NTASKS={os.environ['SLURM_NTASKS']} but Horovod runs {size} processes "
-         "(launch with horovodrun -np $SLURM_NTASKS)")
-rank0 = hvd.rank() == 0
-ctx = mx.gpu(hvd.local_rank()) if mx.context.num_gpus() else mx.cpu()
-mx.random.seed(cfg["seed"])
-aug_rng = np.random.RandomState([cfg["seed"], hvd.rank()])
-loss_fn = LOSSES[cfg["loss"]]
-
-net.initialize(mx.init.Xavier(), ctx=ctx)
-net.hybridize()
-# Shape inference must run inside autograd.record() before the broadcast (a forward outside it
-# breaks Horovod's next sync under MKLDNN, see DESIGN.md); rank 0's weights then reach every rank.
-with autograd.record():
-    net(to_tensor(train_x[:cfg["batch_size"]], ctx))
-hvd.broadcast_parameters(net.collect_params(), root_rank=0)
-opt_name, opt_params = OPTIMIZERS[cfg["optimizer"]](cfg)
-trainer = hvd.DistributedTrainer(net.collect_params(), opt_name, {"learning_rate": schedule.lr, **opt_params})
-
-out_dir = cfg["out_dir"]
-if rank0:
-    os.makedirs(out_dir, exist_ok=True)
-    atomic_write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
-    print(f"{cfg['model']}: {len(train_x)} training / {len(val_x)} validation images, {size} process(es), "
-          f"batch {cfg['batch_size']} per process, loss {cfg['loss']}")
-
-# ----------------------------------------------------------------------------- training
-history = []
-for epoch in range(1, cfg["epochs"] + 1):
-    trainer.set_learning_rate(schedule.lr)  # on every rank, or the ranks drift apart
-    ft_loss.depth = schedule.depth
+def validate(net, loss_fn, data, cfg: CifarConfig, world: World, ctx) -> Tuple[float, float]:
+    """Mean loss and accuracy over all ranks (each rank takes every size-th image)."""
+    images, labels = data
+    mine = np.arange(world.rank, len(images), world.size)
+    batches = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)][:cfg.max_steps_per_epoch]
     totals = np.zeros(3)  # loss sum, correct, count
-    batches = epoch_batches(len(train_x), cfg["batch_size"], epoch, cfg["seed"], cfg["max_steps_per_epoch"])
-    for idx in progress(batches, desc=f"epoch {epoch} train", disable=not rank0, leave=False, file=sys.stdout):
-        images = augment(train_x[idx], aug_rng) if cfg["augment"] else train_x[idx]
-        x, y = to_tensor(images, ctx), mx.nd.array(train_y[idx], ctx=ctx)
-        with autograd.record():
-            out = net(x)
-            loss = loss_fn(out, y)
-        loss.backward()
-        trainer.step(len(idx))
-        totals += [loss.sum().asscalar(), (out.argmax(axis=1) == y).sum().asscalar(), len(idx)]
-    train_loss, train_correct, train_count = hvd.allreduce(mx.nd.array(totals, dtype="float64"), average=False,
-                                                           name="train_totals").asnumpy()
-    sync_running_stats(net)
-    val_loss, val_acc = evaluate(net, loss_fn, val_x, val_y, cfg["batch_size"], cfg["max_steps_per_epoch"], ctx)
-    history.append({"epoch": epoch, "train_loss": train_loss / train_count,
-                    "train_accuracy": train_correct / train_count, "val_loss": val_loss, "val_accuracy": val_acc,
-                    "lr": schedule.lr, "depth": schedule.depth})
-    if rank0:
-        atomic_write_text(os.path.join(out_dir, "history.json"), json.dumps(history, indent=1))
-        print(" ".join(f"{k} {v:.4g}" for k, v in history[-1].items()), flush=True)
-    if schedule.step(val_loss) and rank0:
-        print(f"next stage: lr {schedule.lr:.1e}, FT depth {schedule.depth}")
-    if schedule.finished:
-        if rank0:
-            print("the last stage has plateaued: training finished")
-        break
+    for idx in progress(batches, desc="validation", disable=not world.is_root, leave=False, file=sys.stdout):
+        out = net(to_tensor(images[idx], ctx))
+        y = nd.array(labels[idx], ctx=ctx)
+        totals += [loss_fn(out, y).sum().asscalar(), (out.argmax(axis=1) == y).sum().asscalar(), len(idx)]
+    loss_sum, correct, count = allreduce_sum(totals, "val_totals")
+    return loss_sum / count, correct / count
 
-if rank0:
-    with atomic_path(os.path.join(out_dir, "model.params")) as tmp:
-        net.save_parameters(tmp)
-mx.nd.waitall()
-hvd.shutdown()
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args.config, CifarConfig)
+    if args.run_dir:
+        cfg.out_dir = args.run_dir
+    check_config(cfg, args.config)
+    run_dir = Path(cfg.out_dir)
+    if args.fake:
+        cfg.data_dir = str(write_fake_cifar10(run_dir / "fake_cifar10", FAKE_PER_BATCH, cfg.seed))
+    train_data, val_data = load_data(cfg, args.config)
+    world = init_world()
+    ctx = mx.cpu() if mx.context.num_gpus() == 0 else mx.gpu(world.local_rank)
+    mx.random.seed(cfg.seed)
+    checkpoints, latest, history = previous_run(run_dir, args.resume, world)
+    if world.is_root:
+        save_config(cfg, run_dir / "config.yaml")
+        write(f"{cfg.model}: {len(train_data[0])} training / {len(val_data[0])} validation images, {world.size} "
+              f"process(es), batch {cfg.batch_size} per process, loss {cfg.loss}, run dir {run_dir}")
+
+    net = get_model(cfg.model, **cfg.model_kwargs)
+    net.initialize(mx.init.Xavier(), ctx=ctx)
+    net.hybridize()
+    schedule = EvolvingLossSchedule.from_depths(cfg.lr, cfg.schedule.depths, factor=cfg.schedule.factor,
+                                                patience=cfg.schedule.patience, milestones=cfg.schedule.milestones)
+    loss_fn = LOSSES[cfg.loss]
+    # shapes first, inside autograd.record (as train.py), then the same starting parameters on every rank
+    with autograd.record():
+        net(to_tensor(train_data[0][:cfg.batch_size], ctx))
+    hvd.broadcast_parameters(net.collect_params(), root_rank=0)
+    nd.waitall()
+    opt_name, opt_params = OPTIMIZERS[cfg.optimizer](cfg)
+    trainer = hvd.DistributedTrainer(net.collect_params(), opt_name, {"learning_rate": schedule.lr, **opt_params})
+    start = 1
+    if latest is not None:
+        checkpoints.load(latest, net, trainer)  # on every rank: parameters, BatchNorm statistics and Adam state
+        schedule.load_state_dict(latest["schedule"])
+        start = latest["epoch"] + 1
+        if world.is_root:
+            write(f"resumed from epoch {latest['epoch']}: lr {schedule.lr:g}, FT depth {schedule.depth}")
+
+    for epoch in range(start, cfg.epochs + 1):
+        if schedule.finished:
+            break
+        tic = time.time()
+        lr, depth = schedule.lr, schedule.depth
+        trainer.set_learning_rate(lr)  # on every rank, or the ranks drift apart
+        ft_loss.depth = depth
+        train_loss, train_accuracy = train_epoch(net, trainer, loss_fn, train_data, cfg, world, ctx, epoch)
+        sync_running_stats(net)
+        check_parameters(net, epoch)  # on every rank (they hold the same parameters): all stop together
+        val_loss, val_accuracy = validate(net, loss_fn, val_data, cfg, world, ctx)
+        advanced = schedule.step(val_loss)  # identical on every rank: val_loss is all-reduced
+        row = dict(epoch=epoch, lr=lr, depth=depth, train_loss=train_loss, train_accuracy=train_accuracy,
+                   val_loss=val_loss, val_accuracy=val_accuracy, seconds=round(time.time() - tic, 2))
+        history.append(row)
+        if world.is_root:
+            checkpoints.save(epoch, net, trainer, dict(metrics=row, schedule=schedule.state_dict(), model=cfg.model,
+                                                       model_args=cfg.model_kwargs, config=config_to_dict(cfg)))
+            if cfg.keep_checkpoints:
+                checkpoints.prune(cfg.keep_checkpoints)
+            write_history(run_dir, history)
+            write(f"epoch {epoch}: lr {lr:g} depth {depth} train loss {train_loss:.4f} accuracy {train_accuracy:.4f} "
+                  f"val loss {val_loss:.4f} accuracy {val_accuracy:.4f} ({row['seconds']:.0f} s)"
+                  + (f" -> lr {schedule.lr:g}, FT depth {schedule.depth}" if advanced else ""))
+    if world.is_root:
+        write("training finished: last stage ended" if schedule.finished else "training stopped at epochs")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        code = entry_point(main, FAILURES)()
+    finally:
+        shutdown()  # every rank, error or not: Horovod processes that skip it crash or hang at exit
+    sys.exit(code)

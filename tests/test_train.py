@@ -266,13 +266,14 @@ sys.exit(code)
 
 #: NaN in one array of one training chip (0: date 1, 2: change target), injected after the chip cache was built
 POISON_CHIP = """
-class Poisoned(train.ChipDataset):
+from utilities import training
+class Poisoned(training.ChipDataset):
     def __getitem__(self, index):
         item = super().__getitem__(index)
         if self.cache_dir.name == "train" and index == {index}:
             item[{array}][:] = np.nan
         return item
-train.ChipDataset = Poisoned
+training.ChipDataset = Poisoned
 """
 
 #: NaN gradients (after the all-reduce) in the first step of epoch 2; inputs and losses stay finite

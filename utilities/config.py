@@ -1,5 +1,8 @@
 """Training configuration: YAML in, validated dataclasses out, resolved YAML saved beside the run.
 
+Two schemas, read by the one :func:`load_config`: :class:`Config` (``train.py``, change detection) and
+:class:`CifarConfig` (``train_cifar.py``, the CIFAR-10 classifiers of Section 7).
+
 Every key is checked: an unknown key (a typo) stops with a one-line message naming it, so a run never
 silently ignores a setting, and every value has the type of its field's annotation and lies in the
 range declared in the field's metadata (:class:`Limits`), before any chip is cut. :func:`check_config`
@@ -15,7 +18,7 @@ import numbers
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type, TypeVar, Union
 
 import yaml
 
@@ -30,12 +33,13 @@ from .targets import TARGET_FORMS
 class Limits:
     """The allowed values of a config field beyond its type: of the value itself, or of every item of
     a list. ``low`` is a lower bound (excluded when ``open``), ``choices`` the only values allowed,
-    ``min_items`` the shortest list."""
+    ``min_items`` the shortest list, ``max_items`` the longest."""
 
     low: Optional[float] = None
     open: bool = False
     choices: Optional[Tuple[Any, ...]] = None
     min_items: int = 0
+    max_items: Optional[int] = None
 
     def problem(self, value: Any) -> Optional[str]:
         """What is wrong with one number, or None."""
@@ -182,6 +186,67 @@ class Config:
             self.data.targets = preset.targets
         self.model.args = {**preset.model_args, **self.model.args}
 
+    def check_values(self, source: str) -> None:
+        """What the fields' types and limits cannot say alone: chips that leave no pixel out."""
+        if self.data.stride > self.data.chip_size:
+            raise InputError(f"config {source}: data.stride ({self.data.stride}) must be <= data.chip_size "
+                             f"({self.data.chip_size}): chips would leave pixels out")
+
+
+#: train_cifar.py's losses: softmax cross entropy, or 1 - <FT>^d of the softmax against one-hot labels
+CIFAR_LOSSES = ("ce", "ft")
+#: train_cifar.py's optimisers
+CIFAR_OPTIMIZERS = ("adam",)
+
+
+@dataclass
+class CifarScheduleConfig:
+    """The evolving-loss schedule of a CIFAR-10 run (Section 7.2; :class:`~utilities.schedule.EvolvingLossSchedule`):
+    the FT depth of each stage, the learning-rate divisor between stages, and when a stage ends: after
+    ``patience`` epochs without a lower validation loss, or at the epochs ``milestones`` (``[]``: never)."""
+
+    depths: List[int] = limited(lambda: [0], low=0, min_items=1)
+    factor: float = limited(10.0, low=0, open=True)
+    patience: int = limited(3, low=0)
+    milestones: Optional[List[int]] = limited(None, low=1)
+
+
+@dataclass
+class CifarConfig:
+    """A CIFAR-10 classifier run of Table A.3 (paper Section 7; ``train_cifar.py``).
+
+    ``model``: a registered classifier (``mantis.cifar``), ``model_kwargs`` overrides of its arguments;
+    ``data_dir``: the CIFAR-10 python version (or its parent folder); ``batch_size`` per Horovod rank;
+    ``betas``: Adam's (Appendix D); ``augment``: random horizontal flip and 4-pixel pad-and-crop;
+    ``out_dir``: the run directory (checkpoints, history, resolved config), of which the newest
+    ``keep_checkpoints`` keep their parameters; ``max_steps_per_epoch`` caps training and validation
+    steps, for quick runs.
+    """
+
+    model: str = "cifar_fractalresnet"
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    data_dir: str = "data/cifar10"
+    batch_size: int = limited(64, low=1)
+    epochs: int = limited(300, low=1)
+    lr: float = limited(1e-3, low=0, open=True)
+    optimizer: str = limited("adam", choices=CIFAR_OPTIMIZERS)
+    betas: List[float] = limited(lambda: [0.9, 0.999], low=0, min_items=2, max_items=2)
+    loss: str = limited("ce", choices=CIFAR_LOSSES)
+    augment: bool = True
+    schedule: CifarScheduleConfig = field(default_factory=CifarScheduleConfig)
+    out_dir: str = "runs/cifar10"
+    keep_checkpoints: Optional[int] = limited(1, low=1)
+    seed: int = limited(0, low=0)
+    max_steps_per_epoch: Optional[int] = limited(None, low=1)
+
+    def check_values(self, source: str) -> None:
+        """What the fields' types and limits cannot say alone: depths need the FT loss."""
+        if self.loss == "ce" and any(self.schedule.depths):
+            raise InputError(f"config {source}: schedule.depths > 0 need loss 'ft' (cross entropy has no depth)")
+
+
+AnyConfig = TypeVar("AnyConfig", Config, CifarConfig)
+
 
 def _float(value: Any) -> float:
     """A finite number; strings too, since YAML 1.1 reads ``1e-3`` (no dot) as a string."""
@@ -248,6 +313,8 @@ def _check_limits(value: Any, limits: Optional[Limits], key: str, source: str) -
     items = value if isinstance(value, list) else [value]
     if isinstance(value, list) and len(value) < limits.min_items:
         raise InputError(f"config {source}: {key} needs at least {limits.min_items} item(s), got {value!r}")
+    if isinstance(value, list) and limits.max_items is not None and len(value) > limits.max_items:
+        raise InputError(f"config {source}: {key} takes at most {limits.max_items} item(s), got {value!r}")
     for item in items:
         problem = limits.problem(item)
         if problem:
@@ -283,8 +350,9 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return " ".join(f"{problem}{where}".split())
 
 
-def load_config(path: Union[str, Path]) -> Config:
-    """Read and validate a YAML config; raise :class:`InputError` naming the file and the problem."""
+def load_config(path: Union[str, Path], schema: Type[AnyConfig] = Config) -> AnyConfig:
+    """Read and validate a YAML config of ``schema`` (:class:`Config` or :class:`CifarConfig`); raise
+    :class:`InputError` naming the file and the problem."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -294,10 +362,8 @@ def load_config(path: Union[str, Path]) -> Config:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise InputError(f"config {path} is not valid YAML: {_yaml_problem(err)}") from None
-    config = _build(Config, values, "", str(path))
-    if config.data.stride > config.data.chip_size:
-        raise InputError(f"config {path}: data.stride ({config.data.stride}) must be <= data.chip_size "
-                         f"({config.data.chip_size}): chips would leave pixels out")
+    config = _build(schema, values, "", str(path))
+    config.check_values(str(path))
     return config
 
 
@@ -311,22 +377,36 @@ def _check_run_dir(run_dir: Path, source: str) -> None:
             return
 
 
-def _check_model(config: Config, source: str) -> None:
-    """A registered change-detection model, arguments its constructor takes, chips it can read."""
+def _registered_model(name: str, args: Dict[str, Any], keys: Tuple[str, str], source: str) -> Any:
+    """The registered model ``name`` built with ``args``; ``keys``: the config keys of the name and the
+    arguments, for the messages."""
     from mantis.registry import get_model, list_models, model_parameters  # MXNet: not needed by load_config
 
-    model = config.model
-    if model.name.lower() not in list_models():
-        raise InputError(f"config {source}: unknown model.name '{model.name}' (registered: {', '.join(list_models())})")
-    known = model_parameters(model.name)
-    unknown = sorted(set(model.args) - set(known))
+    name_key, args_key = keys
+    if name.lower() not in list_models():
+        raise InputError(f"config {source}: unknown {name_key} '{name}' (registered: {', '.join(list_models())})")
+    known = model_parameters(name)
+    unknown = sorted(set(args) - set(known))
     if unknown:
-        raise InputError(f"config {source}: unknown key 'model.args.{unknown[0]}' for {model.name} "
+        raise InputError(f"config {source}: unknown key '{args_key}.{unknown[0]}' for {name} "
                          f"(known: {', '.join(sorted(known))})")
     try:
-        net = get_model(model.name, **model.args)
+        return get_model(name, **args)
     except (TypeError, ValueError) as err:
-        raise InputError(f"config {source}: model.args of {model.name}: {err}") from None
+        raise InputError(f"config {source}: {args_key} of {name}: {err}") from None
+
+
+def _check_schedule(section: str, source: str, lr: float, depths: List[int], factor: float, **kwargs: Any) -> None:
+    try:
+        EvolvingLossSchedule.from_depths(lr, depths, factor=factor, **kwargs)
+    except ValueError as err:
+        raise InputError(f"config {source}: {section}: {err}") from None
+
+
+def _check_model(config: Config, source: str) -> None:
+    """A registered change-detection model, arguments its constructor takes, chips it can read."""
+    model = config.model
+    net = _registered_model(model.name, model.args, ("model.name", "model.args"), source)
     multiple = getattr(net, "size_multiple", None)
     if multiple is None:
         raise InputError(f"config {source}: model.name '{model.name}' is not a change-detection model")
@@ -337,23 +417,11 @@ def _check_model(config: Config, source: str) -> None:
                          f"which {model.name} needs (use {use})")
 
 
-def check_config(config: Config, source: str) -> None:
-    """What :func:`load_config` cannot check alone, before any chip is cut: the model (name, arguments,
-    chip size a multiple of its ``size_multiple``), the evolving-loss schedule and the augmentation
-    arguments, and a run directory that can be created. ``source``: the config file, for the messages.
-
-    Raises
-    ------
-    InputError
-        One line naming the config key and the problem.
-    """
+def _check_levir(config: Config, source: str) -> None:
     _check_run_dir(Path(config.output.run_dir), source)
     train = config.train
-    try:
-        EvolvingLossSchedule.from_depths(train.lr, train.depths, factor=train.lr_factor, patience=train.patience,
-                                         milestones=train.milestones, final_stage_epochs=train.final_stage_epochs)
-    except ValueError as err:
-        raise InputError(f"config {source}: train: {err}") from None
+    _check_schedule("train", source, train.lr, train.depths, train.lr_factor, patience=train.patience,
+                    milestones=train.milestones, final_stage_epochs=train.final_stage_epochs)
     try:
         ChangeAugmentation(config.augment.policy, **config.augment.args)
     except (TypeError, ValueError) as err:
@@ -361,10 +429,39 @@ def check_config(config: Config, source: str) -> None:
     _check_model(config, source)
 
 
-def config_to_dict(config: Config) -> Dict[str, Any]:
+def _check_cifar(config: CifarConfig, source: str) -> None:
+    _check_run_dir(Path(config.out_dir), source)
+    schedule = config.schedule
+    _check_schedule("schedule", source, config.lr, schedule.depths, schedule.factor, patience=schedule.patience,
+                    milestones=schedule.milestones)
+    net = _registered_model(config.model, config.model_kwargs, ("model", "model_kwargs"), source)
+    if getattr(net, "size_multiple", None) is not None:
+        raise InputError(f"config {source}: model '{config.model}' is a change-detection model, not a CIFAR-10 "
+                         "classifier")
+
+
+#: the checks of :func:`check_config` per schema
+_CHECKS: Dict[type, Callable[[Any, str], None]] = {Config: _check_levir, CifarConfig: _check_cifar}
+
+
+def check_config(config: Union[Config, CifarConfig], source: str) -> None:
+    """What :func:`load_config` cannot check alone, before any data are read: the model (registered, its
+    arguments; for :class:`Config` the chip size a multiple of its ``size_multiple``), the evolving-loss
+    schedule, the augmentation arguments (:class:`Config`) and a run directory that can be created.
+    ``source``: the config file, for the messages.
+
+    Raises
+    ------
+    InputError
+        One line naming the config key and the problem.
+    """
+    _CHECKS[type(config)](config, source)
+
+
+def config_to_dict(config: Union[Config, CifarConfig]) -> Dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def save_config(config: Config, path: Union[str, Path]) -> None:
+def save_config(config: Union[Config, CifarConfig], path: Union[str, Path]) -> None:
     """Write the resolved config (defaults filled in) as YAML, atomically."""
     atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
