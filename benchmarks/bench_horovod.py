@@ -52,15 +52,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train_step(net: gluon.HybridBlock, trainer: gluon.Trainer, loss_fn: gluon.loss.Loss, x: nd.NDArray,
-               target: nd.NDArray) -> None:
-    """Forward, backward, allreduce and Adam update of one batch (the targets as in bench_models.py)."""
-    from mxnet import autograd, nd
+def step(net: gluon.HybridBlock, trainer: gluon.Trainer, loss_fn: gluon.loss.Loss, x: nd.NDArray,
+         target: nd.NDArray) -> None:
+    """Forward, backward, allreduce and Adam update of one batch (``utilities.training.train_step``, the targets as
+    in bench_models.py), until ``nd.waitall``."""
+    from mxnet import nd
 
-    with autograd.record():
-        loss = loss_fn(*net(x, x), target, target, target)
-    loss.backward()
-    trainer.step(x.shape[0])
+    from utilities.training import train_step
+
+    train_step(net, trainer, loss_fn, (x, x), (target, target, target))
     nd.waitall()
 
 
@@ -99,14 +99,14 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     trainer = hvd.DistributedTrainer(net.collect_params(), "adam",
                                      {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999})
     loss_fn = MultitaskFTLoss(depth=0)
-    train_step(net, trainer, loss_fn, x, target)  # warm-up
-    step = median_seconds(lambda: train_step(net, trainer, loss_fn, x, target), args.steps)
+    step(net, trainer, loss_fn, x, target)  # warm-up
+    step_s = median_seconds(lambda: step(net, trainer, loss_fn, x, target), args.steps)
     trained = [p for p in net.collect_params().values() if p.grad_req != "null"]
     grads = [p.grad() for p in trained]
     allreduce = median_seconds(lambda: allreduce_gradients(grads), args.steps) if world.size > 1 else None
     if world.is_root:
         out.write_text(json.dumps({"ranks": world.size, "threads": int(os.environ["OMP_NUM_THREADS"]),
-                                   "step_s": step, "allreduce_s": allreduce}))
+                                   "step_s": step_s, "allreduce_s": allreduce}))
 
 
 def child_command(args: argparse.Namespace, ranks: Union[int, str], out: Path) -> List[str]:

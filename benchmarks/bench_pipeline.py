@@ -6,16 +6,17 @@
 
 Synthetic scenes in the LEVIR-CD layout (``utilities.synthetic.write_levircd_layout``, 4 chips wide like LEVIR-CD's
 1024x1024 tiles at 256) are written to a temporary folder and chipped into the chip cache (``utilities.pipeline.
-chip_cache``, stride chip-size / 2, the paper's half overlap), then train.py's own ``make_loaders`` makes the training
-loader with the paper's defaults otherwise: ChipDataset (reading the memory-mapped chips, here from the page cache as
-the cache was just written; standardising; multitask targets), ChangeAugmentation, ShardSampler, DataLoader (batch
-``--batch``, ``num_workers`` 0: train.py's default, loading in the training process). The pipeline's chips/s is the
-time to draw ``--chips`` chips batch by batch and move them to the training context, with augmentation on and off.
-Then, in the same process, the training chips/s of ``--model`` on one batch of these chips: ``--batch`` / median
-seconds of ``--steps`` training steps (forward, backward, Adam update of the multitask FT loss, hybridized, as
-train.py) after one warm-up step; and the ratio pipeline chips/s / training chips/s, how many times faster the
-pipeline serves chips than one training process consumes them. Prints machine details, the command and
-the date, as BENCHMARKS.md records them; absolute seconds on shared machines are noisy, compare one run's numbers.
+chip_cache``, stride chip-size / 2, the paper's half overlap), then train.py's ``make_loaders`` (utilities.training)
+makes the training loader with the paper's defaults otherwise: ChipDataset (reading the memory-mapped chips, here
+from the page cache as the cache was just written; standardising; multitask targets), ChangeAugmentation,
+ShardSampler, DataLoader (batch ``--batch``, ``num_workers`` 0: train.py's default, loading in the training
+process). The pipeline's chips/s is the time to draw ``--chips`` chips batch by batch and move them to the training
+context, with augmentation on and off. Then, in the same process, the training chips/s of ``--model`` on one batch
+of these chips: ``--batch`` / median seconds of ``--steps`` training steps (forward, backward, Adam update of the
+multitask FT loss, hybridized, as train.py) after one warm-up step; and the ratio pipeline chips/s / training
+chips/s, how many times faster the pipeline serves chips than one training process consumes them. Prints machine
+details, the command and the date, as BENCHMARKS.md records them; absolute seconds on shared machines are noisy,
+compare one run's numbers.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def pipeline_seconds(cfg: Config, world: World, chips: int) -> Tuple[int, float,
     import numpy as np
     from mxnet import nd
 
-    from train import limit, make_loaders, to_ctx
+    from utilities.training import limit, make_loaders, to_ctx
 
     loader, sampler, augment, _, _ = make_loaders(cfg, world, Path(cfg.output.run_dir))
     if len(sampler) < chips:
@@ -112,14 +113,16 @@ def pipeline_seconds(cfg: Config, world: World, chips: int) -> Tuple[int, float,
 
 
 def training_step_seconds(name: str, batch: List[nd.NDArray], cfg: Config, steps: int) -> float:
-    """Median seconds of a train.py training step of a fresh hybridized model on ``batch``."""
+    """Median seconds of a train.py training step (``utilities.training.train_step``, without the non-finite
+    checks) of a fresh hybridized model on ``batch``."""
     from nn import MultitaskFTLoss
 
     import horovod.mxnet as hvd
     import mxnet as mx
-    from mxnet import autograd, nd
+    from mxnet import nd
 
     from mantis import get_model
+    from utilities.training import train_step
 
     net = get_model(name)
     net.initialize(mx.init.Xavier())
@@ -127,14 +130,11 @@ def training_step_seconds(name: str, batch: List[nd.NDArray], cfg: Config, steps
     trainer = hvd.DistributedTrainer(net.collect_params(), "adam",
                                      {"learning_rate": cfg.train.lr, "beta1": 0.9, "beta2": 0.999})
     loss_fn = MultitaskFTLoss(depth=0, axis=tuple(cfg.train.loss_axis))
-    date1, date2, segm_t, bound_t, dist_t = batch
+    date1, date2, *targets = batch
     times = []
     for _ in range(steps + 1):  # the first is the warm-up (graph build)
         tic = time.perf_counter()
-        with autograd.record():
-            loss = loss_fn(*net(date1, date2), segm_t, bound_t, dist_t)
-        loss.backward()
-        trainer.step(date1.shape[0])
+        train_step(net, trainer, loss_fn, (date1, date2), targets)
         nd.waitall()
         times.append(time.perf_counter() - tic)
     return statistics.median(times[1:])
