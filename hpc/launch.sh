@@ -5,8 +5,8 @@
 # environment to the job), so nothing needs editing:
 #   CONFIG          experiment YAML (required; relative to the repository root)
 #   TRAIN_SCRIPT    train.py (default) or train_cifar.py
-#   TRAIN_ARGS      extra arguments of the script (default "--resume" for train.py: a new job starts
-#                   from scratch, a requeued one continues from its last complete epoch)
+#   TRAIN_ARGS      extra arguments of the script (default "--resume": a new job starts from scratch,
+#                   a requeued one continues from its last complete epoch)
 #   RUN_DIR         where the run writes checkpoints and history (default <config's run dir>/slurm-<job id>,
 #                   stable across requeues because SLURM keeps the job id; set it to an earlier job's
 #                   run dir to continue that run in a new job)
@@ -25,12 +25,12 @@
 # of other nodes over ssh: the nodes need password-less ssh between them and the repository and its
 # Python at the same paths (both checked below); a site's ssh port and key go into HOROVOD_ARGS
 # (--ssh-port, --ssh-identity-file), its network for Gloo too (--network-interface ib0).
-# train.py stops if Horovod's size differs from SLURM_NTASKS.
+# The training scripts stop if Horovod's size differs from SLURM_NTASKS.
 #
 # Requeue: sbatch --requeue --signal=B:USR1@300 makes SLURM send USR1 to this shell 300 s before the
 # time limit. The trap requeues the job (scontrol requeue $SLURM_JOB_ID) and stops the training with
 # SIGTERM; the job gets back in the queue under the same id, so it finds the same RUN_DIR, and
-# train.py --resume continues from the last complete epoch checkpoint. A plain SIGTERM (scancel, the
+# the script's --resume continues from the last complete epoch checkpoint. A plain SIGTERM (scancel, the
 # time limit) is forwarded to the training as well.
 #
 # Bad input stops here with one line "error: ..." (exit 2) before any rank starts: no config, a data
@@ -136,29 +136,16 @@ for i in "${!nodes[@]}"; do hosts+=("${nodes[$i]}:${slots[$i]}"); done
 HOSTS=$(IFS=,; echo "${hosts[*]}")
 
 # --- the config, its data, and the per-job run directory ----------------------------------------
-case "$TRAIN_SCRIPT" in
-    train_cifar.py)
-        [[ " ${TRAIN_ARGS:-} " == *" --fake "* ]] && data_check=(--no-data-check) || data_check=()
-        base=$("$PYTHON" hpc/preflight.py --cifar "${data_check[@]}" "$CONFIG") || exit 2
-        RUN_DIR=${RUN_DIR:-$base/slurm-$SLURM_JOB_ID}
-        mkdir -p "$RUN_DIR"
-        # train_cifar.py writes to the config's out_dir: give it a copy pointing at the job's run dir
-        "$PYTHON" hpc/preflight.py --cifar "${data_check[@]}" "$CONFIG" --job-config "$RUN_DIR/job_config.yaml" \
-            --out-dir "$RUN_DIR" >/dev/null || exit 2
-        script_args=(-c "$RUN_DIR/job_config.yaml")
-        progress_file=$RUN_DIR/history.json
-        # shellcheck disable=SC2206  # a word list
-        extra=(${TRAIN_ARGS:-})
-        ;;
-    *)
-        base=$("$PYTHON" hpc/preflight.py "$CONFIG") || exit 2
-        RUN_DIR=${RUN_DIR:-$base/slurm-$SLURM_JOB_ID}
-        script_args=(-c "$CONFIG" --run-dir "$RUN_DIR")
-        progress_file=$RUN_DIR/checkpoints/latest.json
-        # shellcheck disable=SC2206
-        extra=(${TRAIN_ARGS---resume})
-        ;;
+case "$TRAIN_SCRIPT" in   # the config's schema (hpc/preflight.py)
+    train_cifar.py) [[ " ${TRAIN_ARGS:-} " == *" --fake "* ]] && schema=(--cifar --no-data-check) || schema=(--cifar) ;;
+    *)              schema=() ;;
 esac
+base=$("$PYTHON" hpc/preflight.py "${schema[@]}" "$CONFIG") || exit 2
+RUN_DIR=${RUN_DIR:-$base/slurm-$SLURM_JOB_ID}
+script_args=(-c "$CONFIG" --run-dir "$RUN_DIR")
+progress_file=$RUN_DIR/checkpoints/latest.json
+# shellcheck disable=SC2206  # a word list
+extra=(${TRAIN_ARGS---resume})
 
 # --- the other nodes: horovodrun starts their ranks over ssh -------------------------------------
 # Checked before any rank starts, so that a node without password-less ssh, or without the repository

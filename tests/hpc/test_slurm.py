@@ -291,6 +291,40 @@ def test_more_tasks_than_gpus_is_one_line(tmp_path, gpu_env):
         "so ask for --ntasks-per-node=2 or more GPUs (--gres=gpu:4)"]
 
 
+def fake_job(tmp_path: Path, config: dict, **extra) -> subprocess.CompletedProcess:
+    """hpc/launch.sh with train_cifar.py in a fake one-node, two-task job, as a dry run."""
+    if not shutil.which("scontrol"):
+        pytest.skip("scontrol (SLURM) is not installed: the launch expands the node list with it")
+    path = tmp_path / "cifar.yaml"
+    path.write_text(yaml.safe_dump({"model": "cifar_resnet_tiny", "data_dir": str(tmp_path),
+                                    "out_dir": str(tmp_path / "runs" / "cifar"), **config}))
+    env = job_env(CONFIG=str(path), TRAIN_SCRIPT="train_cifar.py", MANTIS_DRY_RUN="1", SLURM_JOB_ID="78",
+                  SLURM_NTASKS="2", SLURM_TASKS_PER_NODE="2", SLURM_JOB_NODELIST="node01", TRAIN_TIMEOUT="0", **extra)
+    return subprocess.run(["bash", str(LAUNCH)], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_cifar_job_runs_its_config_in_the_job_run_dir_and_resumes(tmp_path):
+    """train_cifar.py takes train.py's launch path: the config as given, --run-dir <out_dir>/slurm-<job id>
+    and --resume (a requeued job continues)."""
+    result = fake_job(tmp_path, {})
+    assert result.returncode == 0, result.stderr
+    assert f"train_cifar.py -c {tmp_path / 'cifar.yaml'} --run-dir {tmp_path}/runs/cifar/slurm-78 --resume" \
+        in result.stdout
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"learning_rate": 0.1}, "unknown key 'learning_rate' (known: augment, batch_size, "),
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"data_dir": "{tmp}/no_cifar"}, "data_dir {tmp}/no_cifar does not exist"),
+], ids=["key", "range", "data"])
+def test_bad_cifar_config_is_one_line(tmp_path, config, message):
+    config = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in config.items()}
+    result = fake_job(tmp_path, config)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: config {tmp_path / 'cifar.yaml'}: {message.format(tmp=tmp_path)}"), line
+
+
 def test_outside_slurm_is_one_line(tmp_path):
     env = job_env(CONFIG=str(write_config(tmp_path, tmp_path)))
     result = subprocess.run(["bash", str(LAUNCH)], env=env, capture_output=True, text=True, timeout=60)
