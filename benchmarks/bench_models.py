@@ -36,9 +36,10 @@ def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool) -> 
     from nn import MultitaskFTLoss
 
     import mxnet as mx
-    from mxnet import autograd, gluon, nd
+    from mxnet import gluon, nd
 
     from mantis import get_model
+    from utilities.training import train_step
 
     net = get_model(name)
     net.initialize(mx.init.Xavier())
@@ -59,10 +60,7 @@ def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool) -> 
     steps = []
     for _ in range(repeats + 1):
         tic = time.time()
-        with autograd.record():
-            loss = loss_fn(*net(x, x), target, target, target)
-        loss.backward()
-        trainer.step(batch)
+        train_step(net, trainer, loss_fn, (x, x), (target, target, target))
         nd.waitall()
         steps.append(time.time() - tic)
     params = sum(p.data().size for p in net.collect_params().values() if p.grad_req != "null")

@@ -28,9 +28,10 @@ from nn import MultitaskFTLoss  # noqa: E402
 
 import mxnet as mx  # noqa: E402
 from bench_models import machine, random_target  # noqa: E402
-from mxnet import autograd, gluon, nd  # noqa: E402
+from mxnet import gluon, nd  # noqa: E402
 
 from mantis import get_model  # noqa: E402
+from utilities.training import train_step  # noqa: E402
 
 #: one row of the profiler's "operator" table: name, count, total, min, max, average (ms)
 _ROW = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
@@ -68,10 +69,7 @@ def main() -> None:
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-4})
 
     def step() -> None:
-        with autograd.record():
-            loss = loss_fn(*net(x1, x2), target, target, target)
-        loss.backward()
-        trainer.step(args.batch)
+        train_step(net, trainer, loss_fn, (x1, x2), (target, target, target))
         nd.waitall()
 
     step()
