@@ -129,3 +129,13 @@ def test_slurm_task_count_must_match_horovod_size(tmp_path):
     proc = _run(tmp_path, TINY_RUN, "--fake", env={"SLURM_NTASKS": "3"})
     assert proc.returncode == 2
     assert _error_line(proc).startswith("error: SLURM gave 3 tasks but Horovod sees 1 rank(s): launch with ")
+
+
+@pytest.mark.parametrize("name", ["cifar10_table_a3.yaml", "cifar10_evolving_loss.yaml"])
+def test_shipped_configs_are_valid(name):
+    from utilities.config import CifarConfig, check_config, load_config
+
+    path = ROOT / "configs" / name
+    cfg = load_config(path, CifarConfig)
+    check_config(cfg, str(path))
+    assert cfg.optimizer == "adam" and cfg.betas == [0.9, 0.999]
