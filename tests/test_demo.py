@@ -31,3 +31,9 @@ def test_quick_demo_writes_every_output(tmp_path):
     assert (out / "evaluation" / "metrics.md").read_text().count("|") > 10
     ensemble = json.loads((out / "selection" / "ensemble.json").read_text())
     assert ensemble["mode"] == "outputs" and ensemble["members"]
+    # the most evolved stage leaves 3 checkpoints, all candidates of the Pareto selection
+    selection = json.loads((out / "selection" / "selection.json").read_text())
+    assert [c["epoch"] for c in selection["candidates"]] == [2, 3, 4] and selection["front_epochs"]
+    # progress comes as log lines (the steps' output is not a terminal), not as bar updates
+    log = (out / "demo.log").read_text()
+    assert "it/s]" not in log and "epoch 4 train: 2/2 steps (100%)" in log
