@@ -15,7 +15,7 @@ evaluated, none is cropped away. Pixels without data in either date (NaN, infini
 value) are given the band's training mean (a neutral input) for the prediction and left out of the
 counts; a sample without any such pixel gets a warning.
 
-Outputs (all written atomically): per image (:class:`MapWriter`) ``<name>_tpfpfn.png`` (colours of
+Outputs (all written atomically): per image (:func:`tpfpfn_writer`) ``<name>_tpfpfn.png`` (colours of
 :data:`TPFPFN_COLOURS`, as in the paper's Fig. 1), plus ``<name>_tpfpfn.tif`` with the input's CRS and
 geotransform when the input is georeferenced; then :func:`write_evaluation`: ``metrics.json``, ``metrics.md``.
 """
@@ -35,11 +35,11 @@ import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.errors import NotGeoreferencedWarning
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from .atomic import atomic_path, atomic_write_text, temporary_path, writable_folder
+from .atomic import atomic_path, atomic_write_text, temporary_path, write_error
 from .datasets import Sample
 from .errors import InputError
 from .inference import RasterRows, StripPredictFn, WindowForward, padded_prediction, pair_rows, select_bands
@@ -51,6 +51,8 @@ from .progress import progress
 PathLike = Union[str, Path]
 Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]
 log = logging.getLogger(__name__)
+#: ``add(row, rgb)``: write the RGB rows ``(n, W, 3)`` of a map from ``row`` on
+AddRows = Callable[[int, np.ndarray], None]
 
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
 #: RGB colour of each outcome in the maps; pixels without data are grey
@@ -153,42 +155,35 @@ def _georeference(sample: Sample) -> Optional[Tuple[Any, Any]]:
     return info.crs, transform
 
 
-class MapWriter:
-    """The TP/FP/FN map of one sample, written strip by strip: ``<name>_tpfpfn.tif`` (kept when the sample is
-    georeferenced, with its CRS and geotransform), from which GDAL copies ``<name>_tpfpfn.png`` row by row.
-    Both are written under temporary names and renamed on :meth:`close`; memory is a strip."""
+@contextlib.contextmanager
+def tpfpfn_writer(out_dir: PathLike, sample: Sample, height: int, width: int) -> Iterator[AddRows]:
+    """Write the TP/FP/FN map of one sample strip by strip: yields ``add(row, rgb (n, W, 3))``.
 
-    def __init__(self, out_dir: PathLike, sample: Sample, height: int, width: int):
-        out_dir = writable_folder(out_dir)
-        self.png, self.tif = out_dir / f"{sample.name}_tpfpfn.png", out_dir / f"{sample.name}_tpfpfn.tif"
-        self.files = contextlib.ExitStack()
-        georeference = _georeference(sample)
-        self.written = [self.png] if georeference is None else [self.png, self.tif]
-        write_tif = atomic_path if georeference is not None else temporary_path
-        self.tmp_tif = self.files.enter_context(write_tif(self.tif, suffix=".tif"))
-        crs, transform = georeference or (None, None)
+    The rows go to ``<name>_tpfpfn.tif`` (kept when the sample is georeferenced, with its CRS and
+    geotransform), from which GDAL then copies ``<name>_tpfpfn.png`` row by row: memory is a strip. Both are
+    written under temporary names and renamed only when the context ends without error.
+    """
+    out_dir = Path(out_dir)
+    png, tif = out_dir / f"{sample.name}_tpfpfn.png", out_dir / f"{sample.name}_tpfpfn.tif"
+    georeference = _georeference(sample)
+    crs, transform = georeference or (None, None)
+    with (atomic_path if georeference is not None else temporary_path)(tif, suffix=".tif") as tmp_tif:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            self.dataset = self.files.enter_context(rasterio.open(
-                self.tmp_tif, "w", driver="GTiff", height=height, width=width, count=3, dtype="uint8", crs=crs,
-                transform=transform, photometric="RGB", compress="deflate"))
-        self.width = width
+            dataset = rasterio.open(tmp_tif, "w", driver="GTiff", height=height, width=width, count=3,
+                                    dtype="uint8", crs=crs, transform=transform, photometric="RGB",
+                                    compress="deflate")
 
-    def add(self, row: int, rgb: np.ndarray) -> None:
-        """Write the RGB rows ``(n, W, 3)`` from ``row``."""
-        self.dataset.write(rgb.transpose(2, 0, 1), window=Window(0, row, self.width, len(rgb)))
+        def add(row: int, rgb: np.ndarray) -> None:
+            try:
+                dataset.write(rgb.transpose(2, 0, 1), window=Window(0, row, width, len(rgb)))
+            except (OSError, RasterioError) as err:
+                raise write_error(err, tif if georeference is not None else png) from None
 
-    def close(self) -> List[Path]:
-        """Finish both files; returns their paths."""
-        with self.files:
-            self.dataset.close()
-            with atomic_path(self.png, suffix=".png") as tmp, rasterio.Env(GDAL_PAM_ENABLED="NO"):
-                rasterio.shutil.copy(self.tmp_tif, tmp, driver="PNG")
-        return self.written
-
-    def abort(self) -> None:
-        """Remove the temporary files."""
-        self.files.close()
+        with dataset:
+            yield add
+        with atomic_path(png, suffix=".png") as tmp, rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            rasterio.shutil.copy(tmp_tif, tmp, driver="PNG")
 
 
 @dataclass
@@ -247,7 +242,7 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float =
     threshold : float
         A pixel is predicted as change when its change probability is above ``threshold``.
     maps_dir : path, optional
-        Where to write the TP/FP/FN maps (:class:`MapWriter`); None writes none.
+        Where to write the TP/FP/FN maps (:func:`tpfpfn_writer`); None writes none.
     predict : callable
         How a pair is predicted, strip by strip (default :func:`~utilities.inference.padded_prediction`,
         whole images; :func:`~utilities.inference.tiled_prediction` for large rasters).
@@ -263,23 +258,17 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float =
         raise InputError(f"threshold must be in [0, 1), got {threshold}")
     results = []
     for sample in progress(samples, total=len(samples), desc="evaluate", unit="image"):
-        counts, maps = np.zeros(len(COUNT_NAMES), np.int64), None
-        try:
+        counts, add_map = np.zeros(len(COUNT_NAMES), np.int64), None
+        with contextlib.ExitStack() as maps:
             for item in sample_predictions(predictor, sample, predict):
                 pred = change_probability(item.outputs[0]) > threshold
                 counts += confusion_counts(pred, item.label, item.valid)
-                if maps_dir is not None and maps is None:
-                    maps = MapWriter(maps_dir, sample, item.height, item.label.shape[1])
-                if maps is not None:
-                    maps.add(item.row, tpfpfn_map(pred, item.label, item.valid))
+                if maps_dir is not None:
+                    add_map = add_map or maps.enter_context(
+                        tpfpfn_writer(maps_dir, sample, item.height, item.label.shape[1]))
+                    add_map(item.row, tpfpfn_map(pred, item.label, item.valid))
                 if observe is not None:
                     observe(item)
-        except BaseException:
-            if maps is not None:
-                maps.abort()
-            raise
-        if maps is not None:
-            maps.close()
         if not counts.any():
             log.warning("sample %s (%s, %s) has no pixel with data in both dates: its metrics are undefined",
                         sample.name, sample.date1, sample.date2)

@@ -192,6 +192,21 @@ def test_evaluation_streams_by_windows_and_equals_the_whole_image_computation(tm
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["t1_tpfpfn.png", "t1_tpfpfn.tif"]
 
 
+def test_a_failure_half_way_leaves_no_map(tmp_path):
+    (date1, date2), label_path, _, _ = tall_pair(tmp_path)
+    seen = []
+
+    def fail_on_third_strip(item):
+        seen.append(item.row)
+        if len(seen) == 3:
+            raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        evaluate(fake_predictor(), pair_samples(date1, date2, label_path), maps_dir=tmp_path / "maps",
+                 predict=tiled_prediction(16, 8, batch_size=2), observe=fail_on_third_strip)
+    assert list((tmp_path / "maps").iterdir()) == []  # neither final names nor temporary files
+
+
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_non_finite_pixels_are_nodata_and_left_out(tmp_path, value):
     (date1, date2), label_path, pred, label = tall_pair(tmp_path, height=40)
