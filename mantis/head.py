@@ -13,16 +13,31 @@ to predict the change mask::
 channels ("balancing the number of channels", Section 6.3). ``logits`` are two (Conv2DN 3x3, ReLU)
 and a 1x1 convolution to the classes.
 
-The distance output uses a per-class sigmoid: each class's normalised distance transform is an
-independent value in [0, 1], and at every pixel one of the two targets is 0, which a softmax over
-classes could not represent. (The authors' public code applies the segmentation softmax to it.)
+The distance output uses a per-class sigmoid by default: each class's normalised distance transform
+is an independent value in [0, 1], and at every pixel one of the two targets is 0, which a softmax
+over classes could not represent. (The authors' public code applies the segmentation softmax to it:
+``distance="softmax"``.)
 """
 from __future__ import annotations
+
+from typing import Callable, Dict
 
 from nn import Conv2DN, PSPPooling, SigmoidCrisp
 from nn.ops import channel_concat
 
 from mxnet.gluon import HybridBlock, nn
+
+
+def _sigmoid(F, x):
+    return F.sigmoid(x)
+
+
+def _softmax(F, x):
+    return F.softmax(x, axis=1)
+
+
+#: name -> activation of the distance output (per-class sigmoid, or softmax over the classes)
+DISTANCE_ACTIVATIONS: Dict[str, Callable] = {"sigmoid": _sigmoid, "softmax": _softmax}
 
 
 class Logits(HybridBlock):
@@ -43,11 +58,17 @@ class Logits(HybridBlock):
 class ConditionedHead(HybridBlock):
     """Distance -> boundary -> segmentation head; returns ``(segmentation, boundary, distance)``,
     each ``(B, classes, H, W)`` in [0, 1] (segmentation: softmax over classes, or a sigmoid when
-    ``classes == 1``)."""
+    ``classes == 1``).
+
+    ``distance`` names the distance activation (:data:`DISTANCE_ACTIVATIONS`; a sigmoid whenever
+    ``classes == 1``), ``crisp`` the :class:`nn.SigmoidCrisp` parametrisation of the boundaries."""
 
     def __init__(self, channels: int, classes: int = 2, psp_depth: int = 4, norm: str = "GroupNorm",
-                 norm_groups: int = 4, **kwargs):
+                 norm_groups: int = 4, distance: str = "sigmoid", crisp: str = "paper", **kwargs):
         super().__init__(**kwargs)
+        if distance not in DISTANCE_ACTIVATIONS:
+            raise ValueError(f"unknown distance activation {distance!r}; choose one of {sorted(DISTANCE_ACTIVATIONS)}")
+        self._distance = DISTANCE_ACTIVATIONS[distance] if classes > 1 else _sigmoid
         self.classes = classes
         conv = dict(norm=norm, norm_groups=norm_groups)
         with self.name_scope():
@@ -55,7 +76,7 @@ class ConditionedHead(HybridBlock):
             self.dist_logits = Logits(channels, classes, **conv)
             self.dist_eq = Conv2DN(channels, kernel_size=1, **conv)
             self.bound_logits = Logits(channels, classes, **conv)
-            self.bound_act = SigmoidCrisp()
+            self.bound_act = SigmoidCrisp(parametrisation=crisp)
             self.bound_eq = Conv2DN(channels, kernel_size=1, **conv)
             self.combine_eq = Conv2DN(channels, kernel_size=1, **conv)
             self.segm_logits = Logits(channels, classes, **conv)
@@ -64,7 +85,7 @@ class ConditionedHead(HybridBlock):
         convl = channel_concat(F, fused_first, decoder_features)
         conv = F.relu(self.psp(fused_first, decoder_features))
 
-        dist = F.sigmoid(self.dist_logits(convl))
+        dist = self._distance(F, self.dist_logits(convl))
         dist_eq = F.relu(self.dist_eq(dist))
 
         bound = self.bound_act(self.bound_logits(channel_concat(F, conv, dist_eq)))

@@ -42,7 +42,8 @@ class Fusion(HybridBlock):
 
     with ``A`` the FracTAL (:class:`FTAttention2D`) and ``gamma1, gamma2`` learned, initialised to 0
     (so at initialisation Fusion is ``Conv2DN(concat([L1, L2]))``). The output convolution is 3x3
-    with ``groups`` groups as in Listing 3. No activation follows (eq. 17); callers add one.
+    with ``groups`` groups as in Listing 3. Listing 3 returns the normed convolution (eq. 17): no
+    activation follows unless ``relu=True`` (the authors' public code ends Fusion with a ReLU).
 
     Parameters
     ----------
@@ -54,12 +55,15 @@ class Fusion(HybridBlock):
         Heads of the two attention layers.
     groups : int
         Groups of the fusing convolution (Listing 3 uses ``nheads``; default the same).
+    relu : bool
+        End with a ReLU.
     """
 
     def __init__(self, channels: int, out_channels: int | None = None, nheads: int = 1,
                  groups: int | None = None, ftdepth: int = 5, norm: str = "GroupNorm", norm_groups: int = 4,
-                 **kwargs):
+                 relu: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.relu = relu
         out_channels = channels if out_channels is None else out_channels
         groups = nheads if groups is None else groups
         att_args = dict(nheads=nheads, ftdepth=ftdepth, norm=norm, norm_groups=norm_groups)
@@ -73,4 +77,5 @@ class Fusion(HybridBlock):
     def hybrid_forward(self, F, x1, x2, gamma1, gamma2):
         out12 = scale_by_attention(F, x1, gamma1, self.att12(x1, x2, x2))
         out21 = scale_by_attention(F, x2, gamma2, self.att21(x2, x1, x1))
-        return self.fuse(channel_concat(F, out12, out21))
+        out = self.fuse(channel_concat(F, out12, out21))
+        return F.relu(out) if self.relu else out

@@ -4,7 +4,8 @@ The paper (Section 8.3, Appendix C) normalises with GroupNorm (Wu & He, 2018) be
 only ~3 chips of 256x256. Wu & He's GroupNorm normalises over groups of channels and then applies a
 *per-channel* affine transform. MXNet 1.9's ``gluon.nn.GroupNorm`` keeps one gamma/beta *per group*
 instead; :class:`GroupNorm` here restores the per-channel affine of the original definition, so its
-parameter count is ``2 * channels`` like BatchNorm's.
+parameter count is ``2 * channels`` like BatchNorm's. The entry ``"GroupNormPerGroup"`` keeps MXNet's
+per-group affine (``2 * groups`` parameters), which the authors' public code trains with.
 
 :class:`GroupNorm` computes in one of two forms (:data:`FORMS`), with the same parameters:
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock, nn
@@ -65,11 +66,31 @@ def groupnorm_form(form: str) -> Iterator[None]:
         _forced = previous
 
 
+def _per_channel(F, param, repeats: int):
+    return param
+
+
+def _per_group(F, param, repeats: int):
+    return F.repeat(param, repeats=repeats)
+
+
+#: affine name -> (parameter length from (channels, groups), expansion of the parameter to one value per channel)
+AFFINES: Dict[str, Tuple[Callable[[int, int], int], Callable]] = {
+    "channel": (lambda channels, groups: channels, _per_channel),
+    "group": (lambda channels, groups: groups, _per_group),
+}
+
+
 class GroupNorm(HybridBlock):
     """Group normalisation with a per-channel affine (Wu & He, 2018, eqs. 1-3).
 
     ``y[b, c] = gamma[c] * (x[b, c] - mean[b, g]) / sqrt(var[b, g] + eps) + beta[c]``, with the mean and
     the biased variance of sample ``b`` over the channels of group ``g = c // (C / G)`` and all pixels.
+
+    ``affine="group"`` keeps one gamma/beta per group instead (``gamma[g]`` for every channel of group
+    ``g``), as MXNet's ``gluon.nn.GroupNorm`` does and the authors' public code uses (NORMS entry
+    ``"GroupNormPerGroup"``); the per-group values are repeated per channel, so both affines compute in
+    the same forms.
 
     Parameters
     ----------
@@ -80,18 +101,29 @@ class GroupNorm(HybridBlock):
         (e.g. the ``nf/4`` channels inside a tiny CEECNet unit) stay valid.
     epsilon : float
         Added to the variance.
+    affine : str
+        ``"channel"`` (Wu & He) or ``"group"`` (MXNet's): a key of :data:`AFFINES`.
     """
 
-    def __init__(self, channels: int, num_groups: int = 4, epsilon: float = 1e-5, **kwargs):
+    def __init__(self, channels: int, num_groups: int = 4, epsilon: float = 1e-5, affine: str = "channel",
+                 **kwargs):
         super().__init__(**kwargs)
+        try:
+            length, self._expand = AFFINES[affine]
+        except KeyError:
+            raise ValueError(f"unknown GroupNorm affine {affine!r}; choose one of {sorted(AFFINES)}") from None
         self.channels = channels
         self.num_groups = math.gcd(num_groups, channels)
         self.epsilon = epsilon
+        self.affine = affine
+        shape = (length(channels, self.num_groups),)
         with self.name_scope():
-            self.gamma = self.params.get("gamma", shape=(channels,), init=mx.init.One())
-            self.beta = self.params.get("beta", shape=(channels,), init=mx.init.Zero())
+            self.gamma = self.params.get("gamma", shape=shape, init=mx.init.One())
+            self.beta = self.params.get("beta", shape=shape, init=mx.init.Zero())
 
     def hybrid_forward(self, F, x, gamma, beta):
+        repeats = self.channels // self.num_groups
+        gamma, beta = self._expand(F, gamma, repeats), self._expand(F, beta, repeats)
         if current_form() == "kernel":
             return F.mantis_group_norm(x, gamma, beta, num_groups=self.num_groups, eps=self.epsilon)[0]
         group_ones = F.ones_like(F.slice_axis(gamma, axis=0, begin=0, end=self.num_groups))
@@ -100,7 +132,7 @@ class GroupNorm(HybridBlock):
                                F.reshape(beta, shape=(1, -1, 1, 1)))
 
     def __repr__(self) -> str:
-        return f"GroupNorm(channels={self.channels}, num_groups={self.num_groups})"
+        return f"GroupNorm(channels={self.channels}, num_groups={self.num_groups}, affine={self.affine!r})"
 
 
 def _batch_norm(channels: int, num_groups: int) -> HybridBlock:
@@ -119,12 +151,17 @@ def _group_norm(channels: int, num_groups: int) -> HybridBlock:
     return GroupNorm(channels, num_groups=num_groups)
 
 
+def _group_norm_per_group(channels: int, num_groups: int) -> HybridBlock:
+    return GroupNorm(channels, num_groups=num_groups, affine="group")
+
+
 #: name -> factory(channels, num_groups). Add an entry to support another normalisation.
 NORMS: Dict[str, Callable[[int, int], HybridBlock]] = {
     "BatchNorm": _batch_norm,
     "InstanceNorm": _instance_norm,
     "LayerNorm": _layer_norm,
     "GroupNorm": _group_norm,
+    "GroupNormPerGroup": _group_norm_per_group,
 }
 
 

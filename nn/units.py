@@ -73,18 +73,28 @@ class ExpandNCombine(HybridBlock):
     """Listing 7: upsample the low-resolution input x2, Conv2DN + ReLU, then combine it with the
     high-resolution input and ReLU. V1 combines by concatenation + Conv2DN (Listing 7); V2 by
     :class:`Fusion` (Section 7.1: "all concatenation operations that are followed by normed
-    convolutions being replaced with Fusion operations")."""
+    convolutions being replaced with Fusion operations").
+
+    ``high_conv=True`` first passes the high-resolution input through its own Conv2DN + ReLU
+    (``conv_high``), as the authors' public code does in its V2 unit; the paper's replacement of the
+    concatenation by Fusion adds no such layer.
+    """
 
     def __init__(self, channels: int, version: int = 1, nheads: int = 1, groups: int = 1, ftdepth: int = 5,
-                 norm: str = "GroupNorm", norm_groups: int = 4, **kwargs):
+                 norm: str = "GroupNorm", norm_groups: int = 4, high_conv: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.high_conv = high_conv
         with self.name_scope():
             self.conv = Conv2DN(channels, groups=groups, norm=norm, norm_groups=norm_groups)
+            if high_conv:
+                self.conv_high = Conv2DN(channels, groups=groups, norm=norm, norm_groups=norm_groups)
             self.combine = make_combiner(version, channels, channels, nheads=nheads, groups=groups,
                                          ftdepth=ftdepth, norm=norm, norm_groups=norm_groups)
 
     def hybrid_forward(self, F, low, high):
         up = F.relu(self.conv(upsample2x(F, low)))
+        if self.high_conv:
+            high = F.relu(self.conv_high(high))
         return F.relu(self.combine(up, high))
 
 
@@ -128,13 +138,24 @@ class CEECUnit(HybridBlock):
     The two views attend to each other (relative attention, ``gamma2, gamma3``), are combined into
     ``nf`` channels (+ReLU), and the unit ends as a FracTAL residual: ``(x + out) * (1 + gamma1 *
     A(x))``. V1 combines by concatenation + Conv2DN, V2 by :class:`Fusion`. All gammas start at 0.
+    Every combination is followed by a ReLU, so a Fusion that ends in one (the authors' code) changes
+    nothing here.
+
+    The final combination ``collect`` is ungrouped, and in V2 it is a Fusion with one head: Listing 5's
+    ``collect`` is a plain Conv2DN (no groups), and Section 6.1 says it "binds the relative channels"
+    of the two views, which a convolution grouped over ``concat([CE, EC])`` could not (each group would
+    see one view only). Listing 3's Fusion ties its fusing convolution's groups to its attention heads
+    (one ``nheads`` argument), so V2's ungrouped ``collect`` Fusion has one head. (The authors' code
+    agrees: ``CATFusion(nheads=1)``.)
 
     Listing 5 applies ``compr12`` to ``out10``; the shapes (and the authors' code) require
     ``compr12(out1)``, which is what is implemented.
+
+    ``high_conv`` is passed to the CE view's :class:`ExpandNCombine`.
     """
 
     def __init__(self, channels: int, nheads: int = 1, groups: int = 1, version: int = 1, ftdepth: int = 5,
-                 norm: str = "GroupNorm", norm_groups: int = 4, **kwargs):
+                 norm: str = "GroupNorm", norm_groups: int = 4, high_conv: bool = False, **kwargs):
         super().__init__(**kwargs)
         if channels % 4:
             raise ValueError(f"CEECUnit: channels must be divisible by 4, got {channels}")
@@ -148,17 +169,17 @@ class CEECUnit(HybridBlock):
             self.conv_ce = Conv2DN(half, **conv)
             self.compress_ce1 = Conv2DN(channels, strides=2, **conv)
             self.compress_ce2 = Conv2DN(channels, **conv)
-            self.expand_ce = ExpandNCombine(half, version=version, **att, groups=groups)
+            self.expand_ce = ExpandNCombine(half, version=version, **att, groups=groups, high_conv=high_conv)
             # EC: expand - compress
             self.conv_ec = Conv2DN(half, **conv)
             self.expand_ec = Expand(half // 2, **conv)
             self.compress_ec = Conv2DN(half, strides=2, **conv)
             self.combine_ec = make_combiner(version, half, half, groups=groups, **att)
-            # exchange between the views, then collect them into `channels` (groups = 1: it binds
-            # the two views' channels)
+            # exchange between the views, then collect them into `channels` (ungrouped, one head: it
+            # binds the two views' channels)
             self.att_ce = FTAttention2D(half, **att)
             self.att_ec = FTAttention2D(half, **att)
-            self.collect = make_combiner(version, half, channels, groups=1, **att)
+            self.collect = make_combiner(version, half, channels, groups=1, **dict(att, nheads=1))
             self.att = FTAttention2D(channels, **att)
             self.gamma1 = self.params.get("gamma1", shape=(1,), init=mx.init.Zero())
             self.gamma2 = self.params.get("gamma2", shape=(1,), init=mx.init.Zero())

@@ -1,13 +1,17 @@
 """mantis change-detection models (paper Section 6.2-6.3, Figs 6-7): every registered tiny variant."""
+from nn import Fusion
+
 import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import autograd, nd
 
 from mantis import get_model, list_models
-from mantis.models import UNITS, MantisCD
+from mantis.models import FIDELITIES, UNITS, MantisCD, nearest2x
+from mantis.summary import count_parameters
 
 TINY_CD = [f"{unit}_tiny" for unit in sorted(UNITS)]
+TINY_BOTH = [(name, fidelity) for name in TINY_CD for fidelity in sorted(FIDELITIES)]
 SIZE = 16  # multiple of the tiny models' size_multiple (2 ** (depth - 1 + psp_depth - 1) = 8)
 
 
@@ -16,9 +20,9 @@ def _dates(batch=2, seed=0):
     return (nd.array(rng.uniform(size=(batch, 3, SIZE, SIZE))), nd.array(rng.uniform(size=(batch, 3, SIZE, SIZE))))
 
 
-def _build(name, seed=0):
+def _build(name, seed=0, fidelity="paper"):
     mx.random.seed(seed)
-    net = get_model(name)
+    net = get_model(name, fidelity=fidelity)
     net.initialize(mx.init.Xavier())
     return net
 
@@ -53,9 +57,9 @@ def test_unknown_unit():
         MantisCD(unit="resnext")
 
 
-@pytest.mark.parametrize("name", TINY_CD)
-def test_outputs_shapes_and_ranges(name):
-    net = _build(name)
+@pytest.mark.parametrize("name,fidelity", TINY_BOTH)
+def test_outputs_shapes_and_ranges(name, fidelity):
+    net = _build(name, fidelity=fidelity)
     segm, bound, dist = net(*_dates())
     for out in (segm, bound, dist):
         assert out.shape == (2, 2, SIZE, SIZE)
@@ -65,9 +69,9 @@ def test_outputs_shapes_and_ranges(name):
     np.testing.assert_allclose(segm.sum(axis=1).asnumpy(), 1.0, rtol=1e-5)  # softmax over classes
 
 
-@pytest.mark.parametrize("name", TINY_CD)
-def test_every_parameter_gets_a_gradient(name):
-    net = _build(name)
+@pytest.mark.parametrize("name,fidelity", TINY_BOTH)
+def test_every_parameter_gets_a_gradient(name, fidelity):
+    net = _build(name, fidelity=fidelity)
     _open_gammas(net)
     a, b = _dates()
     net(a, b)
@@ -123,3 +127,46 @@ def test_swapping_dates_changes_the_output(name):
 def test_size_multiple():
     assert get_model("ceecnetv1_d6nf32").size_multiple == 256
     assert get_model("ceecnetv1_tiny").size_multiple == 8
+    assert get_model("ceecnetv1_tiny", fidelity="authors").size_multiple == 8  # the head's PSPPooling: depth 4
+
+
+def test_fidelity_through_the_registry_with_overrides():
+    """get_model(name, fidelity=...) with other overrides: the authors' normalisation (per-group affine)
+    unless norm is given; upfuse defaults to the fidelity's (paper: V2 only; authors: never)."""
+    net = get_model("ceecnetv2_d6nf32", fidelity="authors", nfilters=16, depth=4, nheads_start=2, psp_depth=2)
+    assert net.config == dict(unit="ceecnetv2", nfilters=16, depth=4, classes=2, nheads_start=2, ftdepth=5,
+                              psp_depth=2, norm="GroupNormPerGroup", norm_groups=4, fidelity="authors", upfuse=False)
+    assert get_model("ceecnetv2_tiny").config["upfuse"] is True
+    assert get_model("ceecnetv1_tiny").config["upfuse"] is False
+    assert get_model("ceecnetv1_tiny", fidelity="authors", upfuse=True, norm="BatchNorm").config["norm"] == "BatchNorm"
+    with pytest.raises(ValueError, match=r"unknown fidelity 'exact'; choose one of \['authors', 'paper'\]"):
+        get_model("ceecnetv1_tiny", fidelity="exact")
+
+
+#: trainable parameters of the D6nf32 models with fidelity="paper" (README's table)
+PAPER_D6NF32 = {"fractalresnet": 24_087_998, "ceecnetv1": 40_548_188, "ceecnetv2": 64_349_992}
+
+
+@pytest.mark.parametrize("unit", sorted(PAPER_D6NF32))
+def test_paper_d6nf32_parameter_counts(unit):
+    net = get_model(f"{unit}_d6nf32")
+    assert count_parameters(net, (1, 3, 256, 256), (1, 3, 256, 256)) == PAPER_D6NF32[unit]
+
+
+def test_paper_v2_decoder_fusion_is_listing3():
+    """CEECNetV2 (paper): the decoder combines by Listing 3's Fusion, its fusing convolution grouped by the
+    step's heads (Section 6.2), without a trailing activation (Listing 3)."""
+    net = get_model("ceecnetv2_tiny")
+    net.initialize()
+    net.infer_shape(*[nd.zeros((1, 3, SIZE, SIZE))] * 2)
+    step = net.decoder[-1]  # depth 1 -> 0: 8 channels, the heads of depth 1 (2)
+    assert isinstance(step.combine, Fusion) and not step.combine.relu
+    assert step.combine.fuse.conv.weight.shape == (8, 16 // 2, 3, 3)
+    assert step.combine.att12.query.conv.weight.shape == (8, 8 // 2, 3, 3)
+
+
+def test_nearest2x():
+    """Every pixel repeated into a 2 x 2 block (MXNet's nearest UpSampling)."""
+    x = nd.array(np.random.RandomState(0).randn(2, 3, 4, 5))
+    expected = nd.UpSampling(x, scale=2, sample_type="nearest").asnumpy()
+    np.testing.assert_array_equal(nearest2x(nd, x).asnumpy(), expected)

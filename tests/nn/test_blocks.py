@@ -83,6 +83,13 @@ CASES = {
     "PSPPooling-c8": (lambda: PSPPooling(8), [(B, 8, H, W)], (B, 8, H, W)),
     "PSPPooling-c8-d3-2parts": (lambda: PSPPooling(8, depth=3), [(B, 8, H, 12)] * 2, (B, 8, H, 12)),
     "GroupNorm-c12-g8": (lambda: GroupNorm(12, num_groups=8), [(B, 12, H, W)], (B, 12, H, W)),
+    "GroupNorm-c12-g4-pergroup": (lambda: GroupNorm(12, num_groups=4, affine="group"), [(B, 12, H, W)],
+                                  (B, 12, H, W)),
+    "Fusion-c8-h2-relu": (lambda: Fusion(8, nheads=2, relu=True), [(B, 8, H, W)] * 2, (B, 8, H, W)),
+    "ExpandNCombine-v2-h2-highconv": (lambda: ExpandNCombine(8, version=2, nheads=2, high_conv=True),
+                                      [(B, 16, H // 2, W // 2), (B, 8, H, W)], (B, 8, H, W)),
+    "CEECUnit-v2-c16-h2-g2-highconv": (lambda: CEECUnit(16, version=2, nheads=2, groups=2, high_conv=True),
+                                       [(B, 16, H, W)], (B, 16, H, W)),
     "SigmoidCrisp": (lambda: SigmoidCrisp(), [(B, 1, H, W)], (B, 1, H, W)),
 }
 for _norm in sorted(NORMS):
@@ -204,6 +211,19 @@ def test_fusion_equations(channels, out_channels, nheads):
     assert not np.allclose(out, out0, atol=1e-3)
 
 
+def test_fusion_relu_ends_in_relu():
+    """Fusion(relu=True) = relu(Fusion(relu=False)) with the same parameters (the authors' code)."""
+    plain, with_relu = Fusion(8, nheads=2), Fusion(8, nheads=2, relu=True)
+    plain.initialize()
+    x1, x2 = randn(B, 8, H, W), randn(B, 8, H, W)
+    plain(x1, x2)
+    with_relu.initialize()
+    with_relu(x1, x2)
+    for a, b in zip(plain.collect_params().values(), with_relu.collect_params().values()):
+        b.set_data(a.data())
+    np.testing.assert_allclose(with_relu(x1, x2).asnumpy(), mx.nd.relu(plain(x1, x2)).asnumpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_concat_conv2dn_is_conv_of_concat():
     """ConcatConv2DN(a, b) = Conv2DN(concat([a, b])) (the V1 combination)."""
     block = ConcatConv2DN(8)
@@ -305,6 +325,34 @@ def test_expandncombine_listing7(version):
     up = mx.nd.relu(block.conv(mx.nd.contrib.BilinearResize2D(low, height=8, width=8)))
     ref = mx.nd.relu(block.combine(up, high))
     np.testing.assert_allclose(block(low, high).asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_expandncombine_high_conv(set_gammas):
+    """high_conv=True (the authors' V2): the high-resolution input passes through relu(conv_high(.)) before
+    the combination."""
+    block = ExpandNCombine(8, version=2, high_conv=True)
+    block.initialize()
+    set_gammas(block, 0.5)
+    low, high = randn(B, 16, 4, 4), randn(B, 8, 8, 8)
+    up = mx.nd.relu(block.conv(mx.nd.contrib.BilinearResize2D(low, height=8, width=8)))
+    ref = mx.nd.relu(block.combine(up, mx.nd.relu(block.conv_high(high))))
+    np.testing.assert_allclose(block(low, high).asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-5)
+    assert not hasattr(ExpandNCombine(8, version=2), "conv_high")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_ceecunit_collect_is_ungrouped_with_one_head(version):
+    """collect binds the two views (Section 6.1): an ungrouped 3x3 Conv2DN in V1 (Listing 5), a Fusion with one
+    head and an ungrouped fusing convolution in V2 (Listing 3 ties the groups to the heads), whatever the
+    unit's heads and groups."""
+    block = CEECUnit(16, version=version, nheads=2, groups=2)
+    block.initialize()
+    block(randn(B, 16, H, W))
+    fuse = block.collect.conv if version == 1 else block.collect.fuse
+    assert fuse.conv.weight.shape == (16, 16, 3, 3)
+    if version == 2:
+        assert block.collect.att12.query.conv.weight.shape == (8, 8, 3, 3)
+    assert block.att.query.conv.weight.shape == (16, 16 // 2, 3, 3)  # the unit's other attentions keep 2 heads
 
 
 def test_unknown_ceecnet_version():
@@ -460,12 +508,48 @@ def test_groupnorm_per_channel_affine(channels, groups):
     assert sum(int(np.prod(p.shape)) for p in trainable) == 2 * channels
 
 
+@pytest.mark.parametrize("form", ["kernel", "operator"])
+@pytest.mark.parametrize("channels,groups", [(8, 4), (12, 4), (6, 4), (8, 8)])
+def test_groupnorm_per_group_affine(channels, groups, form):
+    """affine="group" (MXNet's and the authors'): one gamma/beta per group, applied to the group's channels;
+    equal to NumPy and to gluon.nn.GroupNorm with the same values, in both forms."""
+    from nn.norm import groupnorm_form, kernels
+
+    if form == "kernel" and not kernels.load():
+        pytest.skip("the GroupNorm kernel library is not built")
+    block = GroupNorm(channels, num_groups=groups, affine="group")
+    block.initialize()
+    g = math.gcd(groups, channels)
+    gamma, beta = np.random.randn(g).astype(np.float32), np.random.randn(g).astype(np.float32)
+    block.gamma.set_data(nd(gamma))
+    block.beta.set_data(nd(beta))
+    x = (3.0 * np.random.randn(B, channels, H, W) + 1.5).astype(np.float32)
+    xg = x.astype(np.float64).reshape(B, g, -1)
+    norm = (xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)
+    ref = (norm * gamma.reshape(1, g, 1) + beta.reshape(1, g, 1)).reshape(x.shape)
+    mxnet_gn = gnn.GroupNorm(num_groups=g)
+    mxnet_gn.initialize()
+    mxnet_gn(nd(x))
+    mxnet_gn.gamma.set_data(nd(gamma))
+    mxnet_gn.beta.set_data(nd(beta))
+    with groupnorm_form(form):
+        out = block(nd(x)).asnumpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out, mxnet_gn(nd(x)).asnumpy(), rtol=1e-5, atol=1e-5)
+    assert [p.shape for p in block.collect_params().values()] == [(g,), (g,)]
+
+
+def test_groupnorm_unknown_affine():
+    with pytest.raises(ValueError, match=r"unknown GroupNorm affine 'none'; choose one of \['channel', 'group'\]"):
+        GroupNorm(8, affine="none")
+
+
 @pytest.mark.parametrize("name", sorted(NORMS))
 def test_get_norm_known(name):
     """get_norm builds the named layer for ``channels`` channels."""
     layer = get_norm(name, 8, 4)
-    expected = {"GroupNorm": GroupNorm, "BatchNorm": gnn.BatchNorm, "InstanceNorm": gnn.InstanceNorm,
-                "LayerNorm": gnn.LayerNorm}[name]
+    expected = {"GroupNorm": GroupNorm, "GroupNormPerGroup": GroupNorm, "BatchNorm": gnn.BatchNorm,
+                "InstanceNorm": gnn.InstanceNorm, "LayerNorm": gnn.LayerNorm}[name]
     assert isinstance(layer, expected)
     layer.initialize()
     assert layer(randn(B, 8, 4, 4)).shape == (B, 8, 4, 4)
