@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ _PLAIN_COLOURS = {
     (ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.alpha),
 }
 _MAX_LISTED_VALUES = 10
+_STDERR_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -123,11 +125,12 @@ def _check_window(path: Path, window: Optional[PixelWindow], height: int, width:
 @contextmanager
 def _captured_stderr() -> Iterator[List[str]]:
     """Collect the lines C libraries print on file descriptor 2 meanwhile (libpng's warnings and errors,
-    which OpenCV lets it print): a bad image then gives one message, ours, naming the file."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    which OpenCV lets it print): a bad image then gives one message, ours, naming the file. One thread at a
+    time: file descriptor 2 is the process's."""
     lines: List[str] = []
-    with tempfile.TemporaryFile() as capture:
+    with _STDERR_LOCK, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
             yield lines
@@ -175,9 +178,10 @@ class _OpenCVImage:
     @staticmethod
     def decode(path: Path) -> np.ndarray:
         # imdecode(fromfile) rather than imread: works for any path encoding.
-        with _captured_stderr() as printed:
+        data = np.fromfile(path, dtype=np.uint8)
+        with _captured_stderr() as printed:  # only around the decoding in memory: it cannot block
             try:
-                image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+                image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
             except cv2.error:
                 image = None
         if image is None:

@@ -248,3 +248,12 @@ def test_nodata_mask_infinite_values_are_nodata():
     image = np.ones((2, 2, 3), dtype=np.float32)
     image[0, 0, 1], image[1, 1, 2] = np.inf, -np.inf
     np.testing.assert_array_equal(nodata_mask(image), [[False, True, False], [False, False, True]])
+
+
+def test_corrupt_png_message_keeps_libpngs_reason_and_stderr_stays_clean(tmp_path, capfd):
+    path = write_png(tmp_path / "cut.png", np.zeros((3, 32, 32), np.uint8))
+    path.write_bytes(path.read_bytes()[:60])  # the header and part of the first chunk
+    with pytest.raises(InputError) as err:
+        read_image(path)
+    assert str(err.value).startswith(f"cannot read image {path}: the file is empty, corrupt or not a PNG image (")
+    assert capfd.readouterr().err == ""  # libpng printed nothing of its own
