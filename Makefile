@@ -26,8 +26,10 @@ slow: install-dev
 ## make bench: speed and memory (results go to BENCHMARKS.md by hand, with the printed details)
 bench: install
 	$(PY) benchmarks/bench_models.py
-	$(PY) benchmarks/bench_models.py --batch 3 --imperative
+	$(PY) benchmarks/bench_models.py --batch 3 --imperative --memory-saving
+	$(PY) benchmarks/side_by_side.py --fidelities paper authors --rounds 2
 	$(PY) benchmarks/bench_groupnorm.py
+	$(PY) benchmarks/bench_upsample.py
 	$(PY) benchmarks/profile_step.py
 	$(PY) benchmarks/flops.py
 	$(PY) benchmarks/bench_horovod.py

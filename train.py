@@ -39,6 +39,7 @@ from utilities.cli import entry_point
 from utilities.config import Config, check_config, config_to_dict, load_config, save_config
 from utilities.distributed import World, allreduce_sum, init_world, shutdown
 from utilities.errors import InputError
+from utilities.memory import return_freed_memory
 from utilities.metrics import change_metrics, confusion_counts
 from utilities.progress import progress, write
 from utilities.schedule import EvolvingLossSchedule
@@ -136,6 +137,8 @@ def main(argv=None) -> int:
     if args.run_dir:
         cfg.output.run_dir = args.run_dir
     check_config(cfg, args.config)
+    if cfg.train.memory_saving:
+        return_freed_memory()
     world = init_world()
     run_dir = Path(cfg.output.run_dir)
     ctx = mx.cpu() if mx.context.num_gpus() == 0 else mx.gpu(world.local_rank)

@@ -3,6 +3,7 @@
     python benchmarks/bench_models.py                                 # all three D6nf32 variants, batch 1
     python benchmarks/bench_models.py --models fractalresnet_d6nf32 --batch 3 --repeats 3
     python benchmarks/bench_models.py --batch 3 --imperative          # also without hybridize()
+    python benchmarks/bench_models.py --batch 3 --memory-saving       # also with train.memory_saving
 
 Per model (and mode), in a fresh process each (so peak RSS is the model's): parameters, seconds of
 the first forward (for a hybridized model: graph build + run), median forward seconds and chips/s
@@ -29,9 +30,13 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool) -> dict:
+def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool, memory_saving: bool) -> dict:
     """Run in a child process: timings of one model."""
     sys.path.insert(0, str(ROOT))
+    from utilities.memory import return_freed_memory
+
+    if memory_saving:
+        return_freed_memory()
     import nn  # noqa: F401  (threads first)
     from nn import MultitaskFTLoss
 
@@ -65,7 +70,8 @@ def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool) -> 
         steps.append(time.time() - tic)
     params = sum(p.data().size for p in net.collect_params().values() if p.grad_req != "null")
     forward_s, step_s = sorted(forward)[len(forward) // 2], sorted(steps[1:])[len(steps[1:]) // 2]
-    return {"model": name, "mode": "hybridized" if hybridize else "imperative", "parameters": int(params),
+    mode = ("hybridized" if hybridize else "imperative") + (", memory saving" if memory_saving else "")
+    return {"model": name, "mode": mode, "parameters": int(params),
             "first_call_s": round(first, 2), "forward_s": round(forward_s, 2),
             "forward_chips_s": round(batch / forward_s, 3), "train_step_s": round(step_s, 2),
             "train_chips_s": round(batch / step_s, 3),
@@ -90,10 +96,15 @@ def random_target(batch: int, size: int):
     return nd.one_hot(labels, 2).transpose((0, 3, 1, 2))
 
 
+def cpu() -> str:
+    """Cores and CPU model of this machine, e.g. "2 cores, Intel(R) Xeon(R) Processor"."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores, {model}"
+
+
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return (f"{os.cpu_count()} cores, {cpu}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (nn: cores)')}, "
+    return (f"{cpu()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (nn: cores)')}, "
             f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}, Python {platform.python_version()}")
 
 
@@ -105,11 +116,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--imperative", action="store_true", help="also measure each model without hybridize()")
+    parser.add_argument("--memory-saving", action="store_true",
+                        help="also measure each model with train.memory_saving (utilities/memory.py)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-imperative", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory-saving", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.batch, args.size, args.repeats, not args.child_imperative)))
+        print(json.dumps(measure(args.child, args.batch, args.size, args.repeats, not args.child_imperative,
+                                 args.child_memory_saving)))
         return
     print(f"command: {' '.join([sys.executable] + sys.argv)}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
@@ -118,15 +133,19 @@ def main() -> None:
     print("| model | mode | parameters | first call s | forward s | forward chips/s | train step s | "
           "train chips/s | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
+    modes = [(imperative, saving) for imperative in ([False, True] if args.imperative else [False])
+             for saving in ([False, True] if args.memory_saving else [False])]
     for name in args.models:
-        for imperative in [False, True] if args.imperative else [False]:
+        for imperative, saving in modes:
             command = [sys.executable, __file__, "--child", name, "--batch", str(args.batch), "--size", str(args.size),
-                       "--repeats", str(args.repeats)] + (["--child-imperative"] if imperative else [])
+                       "--repeats", str(args.repeats)] + (["--child-imperative"] if imperative else []) \
+                + (["--child-memory-saving"] if saving else [])
             out = subprocess.run(command, capture_output=True, text=True)
             if out.returncode:
                 lines = out.stderr.strip().splitlines()
                 reason = lines[-1] if lines else f"exit code {out.returncode}, no message (killed: out of memory?)"
-                print(f"| {name} | {'imperative' if imperative else 'hybridized'} | failed: {reason} |", flush=True)
+                mode = ("imperative" if imperative else "hybridized") + (", memory saving" if saving else "")
+                print(f"| {name} | {mode} | failed: {reason} |", flush=True)
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"| {r['model']} | {r['mode']} | {r['parameters']:,} | {r['first_call_s']} | {r['forward_s']} | "

@@ -2,6 +2,7 @@
 
     python benchmarks/profile_step.py                                   # fractalresnet_d6nf32, batch 1, 256x256
     OMP_NUM_THREADS=1 python benchmarks/profile_step.py --model ceecnetv1_d6nf32 --top 15
+    python benchmarks/profile_step.py --model ceecnetv1_d6nf32 --depth 5 --size 128     # quicker, same widths
 
 One warm-up step (graph build), then ``--steps`` profiled training steps (forward + backward of the
 multitask FT loss + Adam update, hybridized) under ``mx.profiler`` with ``aggregate_stats=True``. Prints
@@ -57,9 +58,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--depth", type=int, help="encoder depths instead of the model's (sizes: multiples of "
+                                                   "2 ** (depth + 2) with PSP depth 4)")
     args = parser.parse_args()
 
-    net = get_model(args.model)
+    net = get_model(args.model, **({"depth": args.depth} if args.depth else {}))
     net.initialize(mx.init.Xavier())
     net.hybridize()
     shape = (args.batch, 3, args.size, args.size)
@@ -90,8 +93,9 @@ def main() -> None:
     print(f"command: {' '.join([sys.executable] + sys.argv)}")
     print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
     print(f"machine: {machine()}")
-    print(f"{args.model}, batch {args.batch}, two dates of {args.size}x{args.size}, hybridized; wall {wall:.2f} s "
-          f"per profiled step, operators {total / 1e3 / args.steps:.2f} s per step\n")
+    depth = f" at depth {args.depth}" if args.depth else ""
+    print(f"{args.model}{depth}, batch {args.batch}, two dates of {args.size}x{args.size}, hybridized; "
+          f"wall {wall:.2f} s per profiled step, operators {total / 1e3 / args.steps:.2f} s per step\n")
     print("| operator | s per step | share |")
     print("|---|---|---|")
     for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:args.top]:

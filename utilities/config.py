@@ -135,6 +135,8 @@ class TrainConfig:
     # seconds without a completed training step or validation batch before a rank ends the job
     # (utilities/watchdog.py; a D6nf32 step takes about a minute on a CPU); 0: no watchdog
     stall_timeout_s: float = limited(1800.0, low=0)
+    # lower peak memory for some time per step (utilities/memory.py; BENCHMARKS.md measures both)
+    memory_saving: bool = False
 
 
 @dataclass
