@@ -1,7 +1,9 @@
 """Model registry: ``get_model("ceecnetv1_d6nf32", **overrides)`` (the gluon-cv model-zoo pattern).
 
 Each entry is a factory ``(**kwargs) -> HybridBlock`` with its defaults bound; ``get_model`` passes
-the overrides to it. Modules that define models register them with :func:`register_model`.
+the overrides to it. Modules that define models register them with :func:`register_model` when they
+are imported (the ``mantis`` package imports them all); this module imports nothing of mantis.
+Names are case-insensitive: they are stored lower-cased.
 """
 from __future__ import annotations
 
@@ -15,38 +17,34 @@ _MODELS: Dict[str, Callable[..., HybridBlock]] = {}
 
 
 def register_model(name: str, factory: Callable[..., HybridBlock], **defaults: Any) -> None:
-    """Register ``factory`` under ``name`` with default keyword arguments ``defaults``."""
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    _MODELS[name] = partial(factory, **defaults)
+    """Register ``factory`` under ``name`` (lower-cased) with default keyword arguments ``defaults``."""
+    key = name.lower()
+    if key in _MODELS:
+        raise ValueError(f"model {key!r} is already registered")
+    _MODELS[key] = partial(factory, **defaults)
+
+
+def _factory(name: str) -> Callable[..., HybridBlock]:
+    try:
+        return _MODELS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
 
 
 def get_model(name: str, **overrides: Any) -> HybridBlock:
     """Build the registered model ``name``; ``overrides`` replace its default arguments."""
-    _load_all()
-    try:
-        factory = _MODELS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}") from None
-    return factory(**overrides)
+    return _factory(name)(**overrides)
 
 
 def model_parameters(name: str) -> List[str]:
     """The keyword arguments ``get_model(name, ...)`` accepts: the named parameters of its factory."""
-    _load_all()
-    signature = inspect.signature(_MODELS[name.lower()])
+    signature = inspect.signature(_factory(name))
     return [p.name for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
 def list_models(tiny: bool | None = None) -> List[str]:
     """Registered names, sorted; ``tiny=True`` only the small test variants, ``False`` only the others."""
-    _load_all()
     names = sorted(_MODELS)
     if tiny is None:
         return names
     return [n for n in names if ("tiny" in n) == tiny]
-
-
-def _load_all() -> None:
-    """Import the modules that register models (kept lazy to avoid import cycles)."""
-    from . import cifar, models  # noqa: F401

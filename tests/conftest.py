@@ -48,15 +48,18 @@ def set_attention_gammas(block, value):
     return count
 
 
+def _outputs(result):
+    """A block's output(s) as a list."""
+    return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
 def assert_hybrid_matches(block, *inputs, atol=1e-5, rtol=1e-5):
     """The hybridized block gives the imperative output (same parameters, same inputs), on the first
     (graph-building) call and on a second (cached) call."""
-    imperative = block(*inputs)
-    imperative = [o.asnumpy() for o in (imperative if isinstance(imperative, (list, tuple)) else [imperative])]
+    imperative = [o.asnumpy() for o in _outputs(block(*inputs))]
     block.hybridize()
     for _ in range(2):
-        hybrid = block(*inputs)
-        hybrid = [o.asnumpy() for o in (hybrid if isinstance(hybrid, (list, tuple)) else [hybrid])]
+        hybrid = [o.asnumpy() for o in _outputs(block(*inputs))]
         assert len(hybrid) == len(imperative)
         for h, i in zip(hybrid, imperative):
             np.testing.assert_allclose(h, i, rtol=rtol, atol=atol)
@@ -64,11 +67,12 @@ def assert_hybrid_matches(block, *inputs, atol=1e-5, rtol=1e-5):
 
 def assert_all_params_get_grad(block, *inputs, seed=7):
     """Every parameter with ``grad_req != 'null'`` receives a finite, non-zero gradient from the loss
-    ``sum(output * w)`` with a fixed random ``w`` (not invariant to any normalisation)."""
+    ``sum_k sum(output_k * w_k)`` with fixed random ``w_k`` (not invariant to any normalisation), over
+    all the block's outputs."""
+    rng = np.random.RandomState(seed)
     with mx.autograd.record():
-        out = block(*inputs)
-        w = mx.nd.array(np.random.RandomState(seed).randn(*out.shape))
-        loss = (out * w).sum()
+        outs = _outputs(block(*inputs))
+        loss = mx.nd.add_n(*[(out * mx.nd.array(rng.randn(*out.shape))).sum() for out in outs])
     loss.backward()
     dead, nonfinite = [], []
     params = [p for p in block.collect_params().values() if p.grad_req != "null"]
