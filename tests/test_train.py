@@ -152,7 +152,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, scenes):
     proc = subprocess.Popen([sys.executable, "train.py", "-c", str(cfg)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
     deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "epoch_0001.json").exists():
+    while not (run_dir / "checkpoints" / "latest.json").exists():  # written last: the checkpoint is complete
         assert proc.poll() is None and time.time() < deadline, "training ended or stalled before epoch 1"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

@@ -188,7 +188,7 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, scenes, tmp_path):
     job = cluster.submit(LEVIR, job_env(CONFIG=str(config)))
     run_dir = tmp_path / "runs" / "tiny" / f"slurm-{job}"
     deadline = time.time() + 180
-    while not (run_dir / "checkpoints" / "epoch_0001.json").exists():
+    while not (run_dir / "checkpoints" / "latest.json").exists():  # written last: a complete checkpoint
         assert time.time() < deadline and cluster.info(job)["JobState"] in ("PENDING", "RUNNING"), cluster.log(job)
         time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR1", "--batch", str(job)], check=True)
