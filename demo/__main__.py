@@ -48,11 +48,12 @@ class Settings:
 
 
 # The full demo fits 2 CPU cores and 15 minutes: a tiny model, 64x64 chips, and a 3072x1024 scene predicted
-# with 256 windows at stride 128 (the paper uses 64: four times the windows, for smoother seams). The last
-# stage runs 3 epochs, so that the Pareto selection has 3 checkpoints to choose from.
+# with 256 windows at stride 128 (the paper uses 64: four times the windows, for smoother seams). Most of
+# the learning happens at the first learning rate (6 epochs); the last stage runs 3 epochs, so that the
+# Pareto selection has 3 checkpoints to choose from.
 FULL = Settings(train_scenes=16, val_scenes=4, scene_size=256, chip_size=64, chip_stride=64,
-                model="fractalresnet_tiny", batch_size=4, depths=[0, 10, 20], milestones=[3, 5],
-                final_stage_epochs=3, max_epochs=8, max_steps_per_epoch=32, big_scene=(1024, 3072), window=256,
+                model="fractalresnet_tiny", batch_size=4, depths=[0, 10, 20], milestones=[6, 7],
+                final_stage_epochs=3, max_epochs=10, max_steps_per_epoch=32, big_scene=(1024, 3072), window=256,
                 stride=128)
 QUICK = Settings(train_scenes=2, val_scenes=1, scene_size=64, chip_size=32, chip_stride=32,
                  model="fractalresnet_tiny", batch_size=2, depths=[0, 10], milestones=[1], final_stage_epochs=3,
