@@ -2,11 +2,15 @@
 
     python evaluate.py --model runs/levir/ensemble.json --levircd data/LEVIR-CD --split test --out eval/
     python evaluate.py --model runs/whu --date1 2011.tif --date2 2016.tif --label label.tif --out eval/
+    python evaluate.py --prediction out/change_probability.tif --label label.tif --out eval/
 
-Images are predicted by the paper's overlapping windows (256, stride 64, averaged; ``--window``,
-``--stride``), as ``predict.py`` does. Writes to OUTDIR: ``metrics.json`` and ``metrics.md`` (global
-metrics from the pooled confusion counts, then one row per image: precision, recall, F1, MCC, IoU,
-overall accuracy, kappa), and per image
+With ``--model`` the images are predicted by the paper's overlapping windows (256, stride 64, averaged;
+``--window``, ``--stride``), as ``predict.py`` does. With ``--prediction`` the change probability that
+``predict.py`` already wrote is scored instead, without running a model: it must be on the label's grid
+(size, CRS, geotransform), and its nodata pixels are left out of the counts as those of the dates are.
+
+Writes to OUTDIR: ``metrics.json`` and ``metrics.md`` (global metrics from the pooled confusion counts, then
+one row per image: precision, recall, F1, MCC, IoU, overall accuracy, kappa), and per image
 ``<name>_tpfpfn.png`` (TP white, FP red, FN blue, TN black) plus ``<name>_tpfpfn.tif`` with the input's
 CRS and geotransform when the input is georeferenced. The rasters are read strip by strip: memory does not
 grow with their size. Exit status 2 with a one-line message for unusable inputs (including an ``--out``
@@ -17,11 +21,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 from utilities.atomic import writable_folder
 from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
-from utilities.evaluation import evaluate, write_evaluation
+from utilities.errors import InputError
+from utilities.evaluation import Evaluation, evaluate, evaluate_prediction, write_evaluation
 from utilities.inference import tiled_prediction
 from utilities.metrics import METRIC_NAMES
 from utilities.model_io import load_predictor
@@ -29,29 +34,49 @@ from utilities.model_io import load_predictor
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="checkpoint (.params/.json), run directory or ensemble JSON")
+    parser.add_argument("--model", help="checkpoint (.params/.json), run directory or ensemble JSON")
+    parser.add_argument("--prediction", help="a change_probability.tif written by predict.py, scored against "
+                                             "--label without running a model (instead of --model)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="change where the change probability is above this (default 0.5)")
-    parser.add_argument("--window", type=int, default=256, help="inference window side (default 256, the paper's)")
+    parser.add_argument("--window", type=int, default=256,
+                        help="inference window side of --model (default 256, the paper's)")
     parser.add_argument("--stride", type=int, default=64, help="step between windows (default 64, the paper's)")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (default 4)")
     add_data_arguments(parser, split="test")
     return parser.parse_args(argv)
 
 
+def _score_model(args: argparse.Namespace) -> Tuple[Evaluation, Dict[str, str]]:
+    samples = data_samples(args)
+    writable_folder(args.out, "--out")  # before anything is predicted
+    evaluation = evaluate(load_predictor(args.model), samples, threshold=args.threshold, maps_dir=args.out,
+                          predict=tiled_prediction(args.window, args.stride, args.batch_size))
+    return evaluation, {"model": args.model, "data": data_description(args)}
+
+
+def _score_prediction(args: argparse.Namespace) -> Tuple[Evaluation, Dict[str, str]]:
+    if args.levircd is not None or args.date1 is not None or args.date2 is not None:
+        raise InputError("--prediction is scored against --label alone: --levircd, --date1 and --date2 go "
+                         "with --model")
+    if args.label is None:
+        raise InputError("--prediction needs the --label to score it against")
+    writable_folder(args.out, "--out")
+    evaluation = evaluate_prediction(args.prediction, args.label, threshold=args.threshold, maps_dir=args.out)
+    return evaluation, {"prediction": args.prediction, "data": f"label {args.label}"}
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    samples = data_samples(args)
-    writable_folder(args.out, "--out")  # before anything is predicted
-    predictor = load_predictor(args.model)
-    evaluation = evaluate(predictor, samples, threshold=args.threshold, maps_dir=args.out,
-                          predict=tiled_prediction(args.window, args.stride, args.batch_size))
-    json_path, md_path = write_evaluation(evaluation, args.out, {"model": args.model,
-                                                                 "data": data_description(args)})
+    if (args.model is None) == (args.prediction is None):
+        raise InputError("give either --model (to predict and score) or --prediction (to score a prediction "
+                         "already made), not both")
+    evaluation, about = (_score_model if args.prediction is None else _score_prediction)(args)
+    json_path, md_path = write_evaluation(evaluation, args.out, about)
     summary = ", ".join(f"{k} {evaluation.metrics[k]:.4f}" for k in METRIC_NAMES)
-    print(f"{len(samples)} image(s): {summary}")
+    print(f"{len(evaluation.images)} image(s): {summary}")
     print(f"wrote {json_path}, {md_path} and the TP/FP/FN maps to {args.out}")
     return 0
 

@@ -5,7 +5,7 @@
 2. training with ``horovodrun -np 2 --gloo`` through the evolving-loss stages (a shortened schedule);
 3. Pareto-front model selection over the checkpoints of the most evolved stage (paper Section 8.5.2);
 4. tiled prediction of the large scene with the Pareto ensemble (averaged outputs), as GeoTIFFs;
-5. evaluation against the scene's label: metrics table and TP/FP/FN map;
+5. evaluation of that prediction against the scene's label: metrics table and TP/FP/FN map;
 6. training curves.
 
 Every step runs the project's own command line, which is printed first, so each can be repeated by
@@ -163,10 +163,9 @@ def main(argv=None) -> int:
     run([py, "predict.py", "--model", ensemble, "--date1", data / "date1.tif", "--date2", data / "date2.tif",
          "--out", out / "prediction", "--window", s.window, "--stride", s.stride, "--batch-size", 8], log)
 
-    print("5/6 evaluation against the scene's label")
-    run([py, "evaluate.py", "--model", ensemble, "--date1", data / "date1.tif", "--date2", data / "date2.tif",
-         "--label", data / "label.tif", "--out", out / "evaluation", "--window", s.window, "--stride", s.stride,
-         "--batch-size", 8], log)
+    print("5/6 evaluation of that prediction against the scene's label (the model does not run again)")
+    run([py, "evaluate.py", "--prediction", out / "prediction" / "change_probability.tif", "--label",
+         data / "label.tif", "--out", out / "evaluation"], log)
 
     print("6/6 training curves")
     plot_history(out / "run" / "history.json", out / "training_curves.png")

@@ -28,7 +28,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
 
@@ -42,8 +42,8 @@ from rasterio.windows import transform as window_transform
 from .atomic import atomic_path, atomic_write_text, temporary_path, write_error
 from .datasets import Sample
 from .errors import InputError
-from .inference import RasterRows, StripPredictFn, WindowForward, padded_prediction, pair_rows, select_bands
-from .io import PixelWindow, RasterInfo, check_pair, raster_info, read_label
+from .inference import DateRows, RasterRows, StripPredictFn, WindowForward, padded_prediction, pair_rows, select_bands
+from .io import PixelWindow, RasterInfo, check_grid, check_pair, raster_info, read_label
 from .metrics import METRIC_NAMES, change_metrics, confusion_counts
 from .model_io import Predictor
 from .progress import progress
@@ -53,6 +53,8 @@ Outputs = Tuple[np.ndarray, np.ndarray, np.ndarray]
 log = logging.getLogger(__name__)
 #: ``add(row, rgb)``: write the RGB rows ``(n, W, 3)`` of a map from ``row`` on
 AddRows = Callable[[int, np.ndarray], None]
+#: rows of a prediction file read at a time
+STRIP_ROWS = 256
 
 COUNT_NAMES = ("tp", "fp", "fn", "tn")
 #: RGB colour of each outcome in the maps; pixels without data are grey
@@ -70,7 +72,7 @@ def change_probability(segmentation: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Prediction:
-    """Rows ``[row, row + n)`` of a sample: its label, the model's outputs and the pixels that have data.
+    """Rows ``[row, row + n)`` of a sample: its label, the change probability and the pixels that have data.
 
     Attributes
     ----------
@@ -79,20 +81,23 @@ class Prediction:
         The sample's row of the first of these rows.
     label : numpy.ndarray
         uint8 ``(n, W)`` in {0, 1}.
-    outputs : (segmentation, boundary, distance)
-        ``(classes, n, W)`` each.
+    probability : numpy.ndarray
+        float ``(n, W)``: the change class's probability.
     valid : numpy.ndarray
-        bool ``(n, W)``: False where either date has no data.
+        bool ``(n, W)``: False where either date (or the prediction read from a file) has no data.
     height : int
         The sample's number of rows (``row + n == height`` on its last rows).
+    outputs : (segmentation, boundary, distance), optional
+        ``(classes, n, W)`` each, when a model predicted the rows (None for a prediction read from a file).
     """
 
     sample: Sample
     row: int
     label: np.ndarray
-    outputs: Outputs
+    probability: np.ndarray
     valid: np.ndarray
     height: int
+    outputs: Optional[Outputs] = None
 
     @property
     def last(self) -> bool:
@@ -126,8 +131,39 @@ def sample_predictions(predictor: Predictor, sample: Sample,
     forward = WindowForward(predictor)
     for strip in predict(forward, read, height, width):
         rows = strip.outputs.shape[1]
-        yield Prediction(sample, strip.row, labels(strip.row, strip.row + rows), forward.heads(strip.outputs),
-                         ~np.isnan(strip.inputs).any(axis=0), height)
+        outputs = forward.heads(strip.outputs)
+        yield Prediction(sample, strip.row, labels(strip.row, strip.row + rows), change_probability(outputs[0]),
+                         ~np.isnan(strip.inputs).any(axis=0), height, outputs)
+
+
+def file_predictions(prediction: PathLike, label: PathLike, rows: int = STRIP_ROWS) -> Iterator[Prediction]:
+    """The rows of a change probability raster that ``predict.py`` wrote (``change_probability.tif``) and of
+    its label, ``rows`` at a time; the prediction's nodata (NaN or its declared nodata value) is not valid.
+    The files are checked at once, before the first rows are read.
+
+    Raises
+    ------
+    InputError
+        The files are not on the same grid (size, CRS, geotransform; :func:`~utilities.io.check_grid`), the
+        prediction has more than one band, or a file is unreadable.
+    """
+    prediction, label = Path(prediction), Path(label)
+    info = check_grid("prediction and label", prediction, label)
+    if info.count != 1:
+        raise InputError(f"prediction {prediction} has {info.count} bands: expected one, the change probability "
+                         f"(change_probability.tif of predict.py)")
+    region = (0, 0, info.height, info.width)
+    probabilities = DateRows(prediction, [1], region)
+    labels = RasterRows(label, read_label, region)
+    sample = Sample(prediction.stem, prediction, prediction, label)
+
+    def strips() -> Iterator[Prediction]:
+        for row in range(0, info.height, rows):
+            end = min(row + rows, info.height)
+            probability = probabilities(row, end)[0]
+            yield Prediction(sample, row, labels(row, end), probability, ~np.isnan(probability), info.height)
+
+    return strips()
 
 
 def tpfpfn_map(pred: np.ndarray, label: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
@@ -228,6 +264,46 @@ def result_row(counts: np.ndarray, metrics: Dict[str, float]) -> Dict[str, Any]:
             **{k: finite_or_none(metrics[k]) for k in METRIC_NAMES}}
 
 
+def score(predictions: Iterable[Iterator[Prediction]], threshold: float = 0.5, maps_dir: Optional[PathLike] = None,
+          observe: Optional[Callable[[Prediction], None]] = None, total: Optional[int] = None) -> Evaluation:
+    """Threshold and count the predicted rows of each sample (one iterator of :class:`Prediction` per sample).
+
+    Parameters
+    ----------
+    predictions : iterable of iterators of Prediction
+        Per sample, its rows in order (:func:`sample_predictions` or :func:`file_predictions`).
+    threshold : float
+        A pixel is predicted as change when its change probability is above ``threshold``.
+    maps_dir : path, optional
+        Where to write the TP/FP/FN maps (:func:`tpfpfn_writer`); None writes none.
+    observe : callable, optional
+        Called with every :class:`Prediction`.
+    total : int, optional
+        The number of samples, for the progress bar.
+    """
+    if not 0.0 <= threshold < 1.0:
+        raise InputError(f"threshold must be in [0, 1), got {threshold}")
+    results = []
+    for rows in progress(predictions, total=total, desc="evaluate", unit="image"):
+        counts, add_map, sample = np.zeros(len(COUNT_NAMES), np.int64), None, None
+        with contextlib.ExitStack() as maps:
+            for item in rows:
+                sample = item.sample
+                pred = item.probability > threshold
+                counts += confusion_counts(pred, item.label, item.valid)
+                if maps_dir is not None:
+                    add_map = add_map or maps.enter_context(
+                        tpfpfn_writer(maps_dir, sample, item.height, item.label.shape[1]))
+                    add_map(item.row, tpfpfn_map(pred, item.label, item.valid))
+                if observe is not None:
+                    observe(item)
+        if not counts.any():
+            log.warning("sample %s (%s, %s) has no pixel with data in both dates: its metrics are undefined",
+                        sample.name, sample.date1, sample.date2)
+        results.append(ImageResult(sample.name, counts))
+    return Evaluation(results, threshold)
+
+
 def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float = 0.5,
              maps_dir: Optional[PathLike] = None, predict: StripPredictFn = padded_prediction,
              observe: Optional[Callable[[Prediction], None]] = None) -> Evaluation:
@@ -254,26 +330,16 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float =
     -------
     Evaluation
     """
-    if not 0.0 <= threshold < 1.0:
-        raise InputError(f"threshold must be in [0, 1), got {threshold}")
-    results = []
-    for sample in progress(samples, total=len(samples), desc="evaluate", unit="image"):
-        counts, add_map = np.zeros(len(COUNT_NAMES), np.int64), None
-        with contextlib.ExitStack() as maps:
-            for item in sample_predictions(predictor, sample, predict):
-                pred = change_probability(item.outputs[0]) > threshold
-                counts += confusion_counts(pred, item.label, item.valid)
-                if maps_dir is not None:
-                    add_map = add_map or maps.enter_context(
-                        tpfpfn_writer(maps_dir, sample, item.height, item.label.shape[1]))
-                    add_map(item.row, tpfpfn_map(pred, item.label, item.valid))
-                if observe is not None:
-                    observe(item)
-        if not counts.any():
-            log.warning("sample %s (%s, %s) has no pixel with data in both dates: its metrics are undefined",
-                        sample.name, sample.date1, sample.date2)
-        results.append(ImageResult(sample.name, counts))
-    return Evaluation(results, threshold)
+    return score((sample_predictions(predictor, sample, predict) for sample in samples), threshold, maps_dir,
+                 observe, total=len(samples))
+
+
+def evaluate_prediction(prediction: PathLike, label: PathLike, threshold: float = 0.5,
+                        maps_dir: Optional[PathLike] = None) -> Evaluation:
+    """Evaluate a change probability raster that ``predict.py`` already wrote against its label, without the
+    model (:func:`file_predictions`, read :data:`STRIP_ROWS` rows at a time); the same counts as
+    :func:`evaluate` of the model that wrote it with the same windows."""
+    return score([file_predictions(prediction, label, STRIP_ROWS)], threshold, maps_dir, total=1)
 
 
 def _cell(value: float) -> str:

@@ -388,6 +388,24 @@ def check_pair(path1: PathLike, path2: PathLike, label_path: Optional[PathLike] 
     return first
 
 
+def check_grid(what: str, path1: PathLike, path2: PathLike) -> RasterInfo:
+    """Check that two rasters share their height, width, CRS and geotransform (as :func:`check_pair` does).
+
+    Returns
+    -------
+    RasterInfo
+        The header of ``path1``.
+
+    Raises
+    ------
+    InputError
+        ``"<what> differ in ..."``, naming both files and the two differing values.
+    """
+    first = raster_info(path1)
+    _check_same_grid(what, path1, first, path2, raster_info(path2))
+    return first
+
+
 def nodata_mask(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray:
     """Pixels without data: True where any band is not finite (NaN, +inf, -inf) or equals ``nodata``.
 

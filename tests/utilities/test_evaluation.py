@@ -19,10 +19,10 @@ from tests.utilities.tiny_models import save_checkpoint, tiny_network
 from utilities import evaluation, inference
 from utilities.datasets import levircd_samples, pair_samples
 from utilities.errors import InputError
-from utilities.evaluation import TPFPFN_COLOURS, evaluate, tpfpfn_map, write_evaluation
-from utilities.inference import tiled_prediction
+from utilities.evaluation import TPFPFN_COLOURS, evaluate, evaluate_prediction, tpfpfn_map, write_evaluation
+from utilities.inference import predict_rasters, tiled_prediction
 from utilities.metrics import change_metrics, confusion_counts
-from utilities.model_io import Predictor
+from utilities.model_io import Predictor, load_predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 12, 20  # not multiples of the fake model's size_multiple (8)
@@ -294,3 +294,93 @@ def test_fake_model_is_pixelwise():
     a, b = mx.nd.zeros((1, 3, 8, 8)), mx.nd.ones((1, 3, 8, 8)) * 0.25
     segm, _, _ = ChangeWhereBrighter()(a, b)
     np.testing.assert_allclose(segm.asnumpy()[0, 1], 0.25)
+
+
+def write_probability(path: Path, probability: np.ndarray, **kwargs) -> Path:
+    return write_geotiff(path, probability[None].astype(np.float32), **kwargs)
+
+
+def test_a_written_prediction_scores_as_the_model_that_wrote_it(tmp_path):
+    """predict.py's change_probability.tif, scored without the model, gives the model path's counts and
+    maps on the same pair and windows; the dates' nodata pixels (NaN in the file) are left out of both."""
+    rng = np.random.default_rng(5)
+    date1, date2 = (rng.integers(1, 255, (3, 40, 56), dtype=np.uint8) for _ in range(2))
+    date1[:, :3, :5] = 0
+    paths = [write_geotiff(tmp_path / f"{n}.tif", d, nodata=0) for n, d in (("t1", date1), ("t2", date2))]
+    label = write_geotiff(tmp_path / "label.tif", (rng.random((1, 40, 56)) < 0.3).astype(np.uint8) * 255)
+    predictor = load_predictor(save_checkpoint(tmp_path / "run", tiny_network(), epoch=1))
+    outputs = predict_rasters(predictor, *paths, tmp_path / "pred", window=32, stride=16, batch_size=2,
+                              quicklook=False, progress=False)
+    threshold = float(np.nanmedian(rasterio.open(outputs["probability"]).read(1)))  # both classes predicted
+    model = evaluate(predictor, pair_samples(*paths, label), threshold, maps_dir=tmp_path / "model_maps",
+                     predict=tiled_prediction(32, 16, batch_size=2))
+    scored = evaluate_prediction(outputs["probability"], label, threshold, maps_dir=tmp_path / "maps")
+    assert model.counts.sum() == 40 * 56 - 15 and model.counts[0] > 0 and model.counts[1] > 0
+    np.testing.assert_array_equal(scored.counts, model.counts)
+    assert scored.metrics == pytest.approx(model.metrics, nan_ok=True)
+    with rasterio.open(tmp_path / "maps" / "change_probability_tpfpfn.tif") as src, \
+            rasterio.open(tmp_path / "model_maps" / "t1_tpfpfn.tif") as expected:
+        assert src.crs == expected.crs and src.transform == expected.transform
+        np.testing.assert_array_equal(src.read(), expected.read())
+
+
+def test_prediction_nodata_is_left_out_and_read_by_strips(tmp_path, monkeypatch):
+    probability = PRED.astype(np.float32)
+    probability[0, 0] = -1  # a false positive pixel of PRED, declared without data
+    probability[11, 19] = np.nan  # a true negative
+    prediction = write_probability(tmp_path / "p.tif", probability, nodata=-1)
+    label = write_geotiff(tmp_path / "label.tif", LABEL[None] * np.uint8(255))
+    monkeypatch.setattr(evaluation, "STRIP_ROWS", 5)
+    spans = []
+    read = inference.read_image
+    monkeypatch.setattr(inference, "read_image", lambda path, *a, window=None, **k: (
+        spans.append(window), read(path, *a, window=window, **k))[1])
+    result = evaluate_prediction(prediction, label)
+    assert result.counts.tolist() == [24, 35, 36, 143]
+    assert [w for w in spans if w[2] > 1] == [(0, 0, 5, W), (5, 0, 5, W), (10, 0, 2, W)]
+
+
+def test_command_line_scores_a_prediction(tmp_path, capsys):
+    prediction = write_probability(tmp_path / "change_probability.tif", PRED * 0.9)
+    label = write_geotiff(tmp_path / "label.tif", LABEL[None] * np.uint8(255))
+    out = tmp_path / "eval"
+    assert evaluate_cli.main(["--prediction", str(prediction), "--label", str(label), "--out", str(out)]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["prediction"] == str(prediction) and "model" not in report
+    assert [report["global"][k] for k in ("tp", "fp", "fn", "tn")] == [24, 36, 36, 144]
+    assert report["global"]["mcc"] == pytest.approx(EXPECTED["mcc"])
+    assert sorted(p.name for p in out.iterdir()) == ["change_probability_tpfpfn.png", "change_probability_tpfpfn.tif",
+                                                     "metrics.json", "metrics.md"]
+    assert capsys.readouterr().out.startswith("1 image(s): precision 0.4000")
+
+
+def test_command_line_prediction_errors_are_one_line(tmp_path, capsys):
+    prediction = write_probability(tmp_path / "p.tif", PRED * 0.9)
+    label = write_geotiff(tmp_path / "label.tif", LABEL[None] * np.uint8(255))
+    wide = write_geotiff(tmp_path / "wide.tif", np.zeros((1, H, W + 1), np.uint8))
+    other_crs = write_geotiff(tmp_path / "crs.tif", LABEL[None] * np.uint8(255), crs="EPSG:4326")
+    two_bands = write_geotiff(tmp_path / "two.tif", np.zeros((2, H, W), np.float32))
+    out = ["--out", str(tmp_path / "eval")]
+    cases = {
+        ("--prediction", prediction, "--label", wide):
+            f"prediction and label differ in size: {prediction} is {H}x{W} (rows x cols) but {wide} is {H}x{W + 1}.",
+        ("--prediction", prediction, "--label", other_crs):
+            f"prediction and label differ in CRS: {prediction} has EPSG:32633 but {other_crs} has EPSG:4326.",
+        ("--prediction", two_bands, "--label", label):
+            f"prediction {two_bands} has 2 bands: expected one, the change probability (change_probability.tif "
+            "of predict.py)",
+        ("--prediction", prediction, "--model", "m.params", "--label", label):
+            "give either --model (to predict and score) or --prediction (to score a prediction already made), "
+            "not both",
+        ("--label", label):
+            "give either --model (to predict and score) or --prediction (to score a prediction already made), "
+            "not both",
+        ("--prediction", prediction):
+            "--prediction needs the --label to score it against",
+        ("--prediction", prediction, "--label", label, "--date1", "a.tif"):
+            "--prediction is scored against --label alone: --levircd, --date1 and --date2 go with --model",
+    }
+    for args, message in cases.items():
+        assert evaluate_cli.main([*map(str, args), *out]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "eval").exists()
