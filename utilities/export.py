@@ -28,8 +28,8 @@ blocks, each mended here without touching the installed package:
   identity node named after the output.
 
 Ensembles (paper Section 8.5.2): a ``"parameters"`` ensemble exports its one averaged network; an
-``"outputs"`` ensemble exports one graph that runs every member and averages their outputs
-(:class:`OutputMean`; k times the size and the work of one model).
+``"outputs"`` ensemble exports one graph that runs every member and averages their outputs (the
+predictor's :class:`~utilities.model_io.EnsembleMean`; k times the size and the work of one model).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Tuple, Union
 
 import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
 from nn.norm import groupnorm_form
@@ -277,25 +277,6 @@ def fix_split_outputs(model: onnx.ModelProto) -> int:
     return fixed
 
 
-class OutputMean(gluon.HybridBlock):
-    """Runs every member network on the same inputs and averages each of their outputs (Section 8.5.2)."""
-
-    def __init__(self, members: Sequence[gluon.HybridBlock], **kwargs):
-        super().__init__(**kwargs)
-        self.members = list(members)
-        for member in self.members:
-            self.register_child(member)
-
-    def hybrid_forward(self, F, date1, date2):
-        results = [member(date1, date2) for member in self.members]
-        return tuple(F.add_n(*outs) / len(results) for outs in zip(*results))
-
-
-def exported_network(predictor: Predictor) -> gluon.HybridBlock:
-    """The one network to export for a predictor: its network, or :class:`OutputMean` of its members."""
-    return predictor.nets[0] if len(predictor.nets) == 1 else OutputMean(predictor.nets)
-
-
 def network_symbol(net: gluon.HybridBlock) -> Tuple[mx.sym.Symbol, Dict[str, mx.nd.NDArray]]:
     """The network's symbol with inputs :data:`INPUT_NAMES`, one identity output per name of
     :data:`OUTPUT_NAMES`, and its parameters by symbol name."""
@@ -430,7 +411,7 @@ def export_onnx(spec: PathLike, out: PathLike, size: int = 256, batch: int = 1, 
         raise InputError(f"the output file {out} must end in .onnx (its normalization goes to <name>.json)")
     predictor = load_predictor(spec)
     _check_size(predictor, size, batch)
-    net = exported_network(predictor)
+    net = predictor.network
     shape = (batch, predictor.channels, size, size)
     with atomic_path(out, suffix=".onnx") as tmp:
         fixed = write_onnx(net, shape, tmp)
@@ -449,6 +430,6 @@ def export_onnx(spec: PathLike, out: PathLike, size: int = 256, batch: int = 1, 
                          "usage": "feed (image - mean) / std per band (band-first, float32) as date1 and date2"}
         atomic_write_text(norm_path, json.dumps(normalization, indent=2))
     return ExportReport(model_file=os.fspath(out), normalization_file=os.fspath(norm_path), input_shape=shape,
-                        members=len(predictor.nets), opset=_opset(), split_nodes_fixed=fixed, max_abs_diff=diffs,
+                        members=predictor.members, opset=_opset(), split_nodes_fixed=fixed, max_abs_diff=diffs,
                         tolerance=tolerance)
 

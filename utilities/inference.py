@@ -141,9 +141,8 @@ class WindowForward:
     """``forward((B, 2C, h, w)) -> (B, sum of K_i, h, w)``: the class maps of the model's heads
     (:data:`HEADS`) concatenated, for stacked date windows; :meth:`heads` splits them again.
 
-    Pixels without data (NaN) are given the band's training mean first: a neutral input (0 once
-    standardised), so that they disturb the valid pixels of the windows they share as little as possible;
-    the caller masks them out of the outputs.
+    Pixels without data (NaN) are filled by the :class:`~utilities.model_io.Predictor` (the band's training
+    mean); the caller masks them out of the outputs.
 
     Parameters
     ----------
@@ -154,12 +153,10 @@ class WindowForward:
 
     def __init__(self, predictor: Predictor, done: Optional[Callable[[int], Any]] = None):
         self.predictor, self.done = predictor, done
-        self.fill = np.tile(predictor.mean.ravel(), 2)[None, :, None, None]
         self.sections: Optional[List[int]] = None  # maps per head, known after the first call
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         channels = self.predictor.channels
-        batch = np.where(np.isnan(batch), self.fill, batch)
         outputs = self.predictor(batch[:, :channels], batch[:, channels:])
         self.sections = [o.shape[1] for o in outputs]
         if self.done is not None:

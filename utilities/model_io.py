@@ -76,18 +76,49 @@ def average_parameters(nets: Sequence[gluon.Block]) -> None:
         param.set_data(total / len(nets))
 
 
+class EnsembleMean(gluon.HybridBlock):
+    """The mean of its member networks' outputs, output by output (paper Section 8.5.2: the Pareto-front
+    models are used by averaging their predictions); hybridizes, and exports to ONNX, as one graph."""
+
+    def __init__(self, members: Sequence[gluon.HybridBlock], **kwargs):
+        super().__init__(**kwargs)
+        self.members = list(members)
+        for member in self.members:
+            self.register_child(member)
+
+    @property
+    def size_multiple(self) -> int:
+        return getattr(self.members[0], "size_multiple", 1)
+
+    def hybrid_forward(self, F, date1, date2):
+        results = [member(date1, date2) for member in self.members]
+        return tuple(F.add_n(*outputs) / len(results) for outputs in zip(*results))
+
+
 class Predictor:
-    """Maps raw date images ``(B, C, H, W)`` to ``(segmentation, boundary, distance)`` numpy arrays,
-    averaging the outputs of its member networks."""
+    """Maps raw date images ``(B, C, H, W)`` to ``(segmentation, boundary, distance)`` numpy arrays.
+
+    The images are standardised with the training chips' per-band mean/std; pixels without data (NaN)
+    are given the band's training mean, a neutral input (0 once standardised), so that they disturb the
+    valid pixels around them as little as possible (callers mask them out of the outputs). Several networks
+    run as one :class:`EnsembleMean`.
+
+    Attributes
+    ----------
+    network : gluon.HybridBlock
+        The network that runs: the one network, or the :class:`EnsembleMean` of several.
+    members : int
+        The number of networks averaged.
+    """
 
     def __init__(self, nets: List[gluon.HybridBlock], mean: Sequence[float], std: Sequence[float],
                  bands: Sequence[int] | None = None, ctx: mx.Context = mx.cpu()):
-        self.nets, self.ctx, self.bands = nets, ctx, bands
+        self.network = nets[0] if len(nets) == 1 else EnsembleMean(nets)
+        self.members, self.ctx, self.bands = len(nets), ctx, bands
         std = np.asarray(std, dtype=np.float32)
         self.mean = np.asarray(mean, dtype=np.float32)[None, :, None, None]
         self.std = np.where(std > 0, std, 1.0).astype(np.float32)[None, :, None, None]
-        for net in nets:
-            net.hybridize()
+        self.network.hybridize()
 
     @property
     def channels(self) -> int:
@@ -95,16 +126,16 @@ class Predictor:
 
     @property
     def size_multiple(self) -> int:
-        return getattr(self.nets[0], "size_multiple", 1)
+        return getattr(self.network, "size_multiple", 1)
+
+    def standardise(self, date: np.ndarray) -> np.ndarray:
+        """``(date - mean) / std`` per band, float32, with 0 (the band's mean) where the pixel is NaN."""
+        standardised = (date.astype(np.float32) - self.mean) / self.std
+        return np.where(np.isnan(standardised), np.float32(0), standardised)
 
     def __call__(self, date1: np.ndarray, date2: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        a = mx.nd.array((date1.astype(np.float32) - self.mean) / self.std, ctx=self.ctx)
-        b = mx.nd.array((date2.astype(np.float32) - self.mean) / self.std, ctx=self.ctx)
-        total = None
-        for net in self.nets:
-            outs = [o.asnumpy() for o in net(a, b)]
-            total = outs if total is None else [t + o for t, o in zip(total, outs)]
-        return tuple(t / len(self.nets) for t in total)
+        dates = (mx.nd.array(self.standardise(date), ctx=self.ctx) for date in (date1, date2))
+        return tuple(output.asnumpy() for output in self.network(*dates))
 
 
 def _ensemble(spec: Dict[str, Any], base: Path, ctx: mx.Context) -> Predictor:

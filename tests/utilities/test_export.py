@@ -8,7 +8,6 @@ from pathlib import Path
 
 from nn import GroupNorm, grid_max_pool
 
-import mxnet as mx
 import numpy as np
 import onnx
 import onnxruntime
@@ -24,7 +23,6 @@ from utilities.export import (
     OUTPUT_NAMES,
     TOLERANCE,
     ExportError,
-    OutputMean,
     export_onnx,
     fix_split_outputs,
     missing_converters,
@@ -32,6 +30,7 @@ from utilities.export import (
     parity,
     write_onnx,
 )
+from utilities.model_io import EnsembleMean, Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,15 +59,23 @@ def test_onnx_parity_outputs_and_normalization(tmp_path, model):
 
 
 def test_output_ensemble_exports_as_one_averaging_graph(tmp_path):
+    """The predictor's own ensemble block is what is exported; onnxruntime reproduces it."""
     members = [tiny_network(seed=s) for s in (1, 2)]
-    net = OutputMean(members)
+    net = Predictor(members, NORMALIZATION["mean"], NORMALIZATION["std"]).network
+    assert isinstance(net, EnsembleMean)
     shape = (2, 3, 8, 8)
     write_onnx(net, shape, tmp_path / "ensemble.onnx")
     diffs = parity(tmp_path / "ensemble.onnx", net, shape)
     assert max(diffs.values()) <= TOLERANCE
-    x = [mx.nd.random.normal(shape=shape) for _ in range(2)]
-    expected = (members[0](*x)[0] + members[1](*x)[0]) / 2
-    np.testing.assert_allclose(net(*x)[0].asnumpy(), expected.asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_exported_ensemble_of_a_file_averages_its_members(tmp_path):
+    for epoch, seed in ((1, 1), (2, 2)):
+        save_checkpoint(tmp_path / "run", tiny_network(seed=seed), epoch=epoch)
+    members = [str(tmp_path / "run" / "checkpoints" / f"epoch_{e:04d}.params") for e in (1, 2)]
+    (tmp_path / "ensemble.json").write_text(json.dumps({"members": members, "mode": "outputs"}))
+    report = export_onnx(tmp_path / "ensemble.json", tmp_path / "ensemble.onnx", size=8)
+    assert report.members == 2 and max(report.max_abs_diff.values()) <= TOLERANCE
 
 
 def test_parity_failure_exits_1_and_writes_nothing(tmp_path, monkeypatch, capsys):

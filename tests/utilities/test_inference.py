@@ -33,7 +33,7 @@ from utilities.inference import (
     predict_rasters,
     tiled_prediction,
 )
-from utilities.model_io import Predictor, load_predictor
+from utilities.model_io import EnsembleMean, Predictor, load_predictor
 from utilities.synthetic import write_geotiff_scene, write_levircd_layout
 from utilities.tiling import Tiling
 
@@ -431,3 +431,30 @@ def test_tiled_strips_equal_the_streamed_rasters(tmp_path):
     for name, computed in zip(("probability", "boundary", "distance"), heads):
         with rasterio.open(written[name]) as src:
             np.testing.assert_allclose(computed[1], src.read(1), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------ predictor
+
+def test_ensemble_outputs_are_the_numpy_mean_of_its_members():
+    """One Predictor of several networks runs them as one averaging block (hybridized); each of its outputs
+    is the NumPy mean of the members' outputs, each member run on its own."""
+    rng = np.random.default_rng(1)
+    date1, date2 = (rng.uniform(0, 255, (2, 3, 8, 16)).astype(np.float32) for _ in range(2))
+    members = [KnownChange(kernel) for kernel in (1, 3, 5)]
+    ensemble = Predictor(members, [MEAN] * 3, [STD] * 3)
+    assert isinstance(ensemble.network, EnsembleMean) and ensemble.members == 3
+    each = [Predictor([m], [MEAN] * 3, [STD] * 3)(date1, date2) for m in members]
+    for k, output in enumerate(ensemble(date1, date2)):
+        np.testing.assert_allclose(output, np.mean([e[k] for e in each], axis=0), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(each[0][0], each[2][0])  # the members do differ
+
+
+def test_predictor_gives_pixels_without_data_the_bands_mean():
+    rng = np.random.default_rng(2)
+    date1, date2 = (rng.uniform(0, 255, (1, 3, 8, 8)).astype(np.float32) for _ in range(2))
+    predictor = known_predictor()
+    missing, filled = date1.copy(), date1.copy()
+    missing[0, :, 2, 3], filled[0, :, 2, 3] = np.nan, MEAN
+    for got, expected in zip(predictor(missing, date2), predictor(filled, date2)):
+        np.testing.assert_array_equal(got, expected)
+        assert np.isfinite(got).all()

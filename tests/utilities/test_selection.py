@@ -119,7 +119,7 @@ def test_output_ensemble_is_the_mean_of_its_members_outputs(selection, run_dir):
 
 
 def test_parameter_average_is_the_mean_of_the_parameters(selection, run_dir):
-    averaged = load_predictor(selection / "ensemble_params.json").nets[0]
+    averaged = load_predictor(selection / "ensemble_params.json").network
     saved = [mx.nd.load(str(run_dir / "checkpoints" / f"epoch_{e:04d}.params")) for e in FRONT]
     params = averaged._collect_params_with_prefix()
     assert set(params) == set(saved[0])
