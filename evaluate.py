@@ -39,7 +39,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                              "--label without running a model (instead of --model)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--threshold", type=float, default=0.5,
-                        help="change where the change probability is above this (default 0.5)")
+                        help="change where the change probability is at least this (default 0.5)")
     parser.add_argument("--window", type=int, default=256,
                         help="inference window side of --model (default 256, the paper's)")
     parser.add_argument("--stride", type=int, default=64, help="step between windows (default 64, the paper's)")

@@ -35,6 +35,7 @@ import numpy as np
 from mxnet import autograd, nd
 
 from mantis import get_model
+from utilities.checkpoint import CheckpointRecord
 from utilities.cli import entry_point
 from utilities.config import Config, check_config, config_to_dict, load_config, save_config
 from utilities.distributed import World, allreduce_sum, init_world, shutdown
@@ -48,13 +49,13 @@ from utilities.training import (
     NonFiniteError,
     batches,
     check_parameters,
+    end_epoch,
     finite_samples,
     limit,
     make_loaders,
     previous_run,
     to_ctx,
     train_step,
-    write_history,
 )
 from utilities.watchdog import StallWatchdog
 
@@ -175,11 +176,11 @@ def main(argv=None) -> int:
     start = 1
     if latest is not None:
         checkpoints.load(latest, net, trainer)  # on every rank: parameters and Adam state
-        schedule.load_state_dict(latest["schedule"])
+        schedule.load_state_dict(latest.schedule)
         trainer.set_learning_rate(schedule.lr)
         loss_fn.depth = schedule.depth
-        start = latest["epoch"] + 1
-        log(world, f"resumed from epoch {latest['epoch']}: lr {schedule.lr:g}, FT depth {schedule.depth}")
+        start = latest.epoch + 1
+        log(world, f"resumed from epoch {latest.epoch}: lr {schedule.lr:g}, FT depth {schedule.depth}")
 
     # from here on a rank that completes no step for train.stall_timeout_s ends the job (left running if
     # training raises: it also ends a rank whose Horovod shutdown then hangs)
@@ -204,13 +205,10 @@ def main(argv=None) -> int:
                    rank_spread=parameter_spread(net), seconds=round(time.time() - tic, 2))
         history.append(row)
         if world.is_root:
-            checkpoints.save(epoch, net, trainer, dict(metrics=row, schedule=schedule.state_dict(),
-                                                       model=cfg.model.name, model_args=cfg.model.args,
-                                                       normalization=normalization, bands=cfg.data.bands,
-                                                       config=config_to_dict(cfg)))
-            if cfg.output.keep_checkpoints:
-                checkpoints.prune(cfg.output.keep_checkpoints)
-            write_history(run_dir, history)
+            record = CheckpointRecord(cfg.model.name, epoch, cfg.model.args, normalization=normalization,
+                                      bands=cfg.data.bands, schedule=schedule.state_dict(), metrics=row,
+                                      config=config_to_dict(cfg))
+            end_epoch(checkpoints, record, net, trainer, history, cfg.output.keep_checkpoints)
             log(world, f"epoch {epoch}: lr {lr:g} depth {depth} train loss {train_loss:.4f} val loss "
                        f"{val['loss']:.4f} <FT> {val['ft']:.4f} F1 {val['f1']:.4f} MCC {val['mcc']:.4f} "
                        f"IoU {val['iou']:.4f} ({row['seconds']:.0f} s)"

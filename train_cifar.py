@@ -36,6 +36,7 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from mantis import get_model
+from utilities.checkpoint import CheckpointRecord
 from utilities.cifar10 import load_cifar10, write_fake_cifar10
 from utilities.cli import entry_point
 from utilities.config import CifarConfig, check_config, config_to_dict, load_config, save_config
@@ -47,9 +48,9 @@ from utilities.training import (
     FiniteCheck,
     NonFiniteError,
     check_parameters,
+    end_epoch,
     previous_run,
     train_step,
-    write_history,
 )
 
 #: images per fake batch file with --fake (5 x 64 training, 64 test)
@@ -185,10 +186,10 @@ def main(argv=None) -> int:
     start = 1
     if latest is not None:
         checkpoints.load(latest, net, trainer)  # on every rank: parameters, BatchNorm statistics and Adam state
-        schedule.load_state_dict(latest["schedule"])
-        start = latest["epoch"] + 1
+        schedule.load_state_dict(latest.schedule)
+        start = latest.epoch + 1
         if world.is_root:
-            write(f"resumed from epoch {latest['epoch']}: lr {schedule.lr:g}, FT depth {schedule.depth}")
+            write(f"resumed from epoch {latest.epoch}: lr {schedule.lr:g}, FT depth {schedule.depth}")
 
     for epoch in range(start, cfg.epochs + 1):
         if schedule.finished:
@@ -206,11 +207,9 @@ def main(argv=None) -> int:
                    val_loss=val_loss, val_accuracy=val_accuracy, seconds=round(time.time() - tic, 2))
         history.append(row)
         if world.is_root:
-            checkpoints.save(epoch, net, trainer, dict(metrics=row, schedule=schedule.state_dict(), model=cfg.model,
-                                                       model_args=cfg.model_kwargs, config=config_to_dict(cfg)))
-            if cfg.keep_checkpoints:
-                checkpoints.prune(cfg.keep_checkpoints)
-            write_history(run_dir, history)
+            record = CheckpointRecord(cfg.model, epoch, cfg.model_kwargs, schedule=schedule.state_dict(),
+                                      metrics=row, config=config_to_dict(cfg))
+            end_epoch(checkpoints, record, net, trainer, history, cfg.keep_checkpoints)
             write(f"epoch {epoch}: lr {lr:g} depth {depth} train loss {train_loss:.4f} accuracy {train_accuracy:.4f} "
                   f"val loss {val_loss:.4f} accuracy {val_accuracy:.4f} ({row['seconds']:.0f} s)"
                   + (f" -> lr {schedule.lr:g}, FT depth {schedule.depth}" if advanced else ""))

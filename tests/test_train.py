@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
+from utilities.checkpoint import Checkpoints
 from utilities.config import TrainConfig
 from utilities.synthetic import write_levircd_layout
 
@@ -95,9 +96,9 @@ def test_single_process_run(tmp_path, scenes):
     assert (run_dir / "history.csv").read_text().startswith("epoch,lr,depth,train_loss")
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["train"]["batch_size"] == 2 and saved["train"]["lr"] == 1e-3  # resolved: defaults filled in
-    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    assert latest["epoch"] == 3 and latest["model"] == "fractalresnet_tiny"
-    for name in (latest["params"], latest["states"]):
+    latest = Checkpoints(run_dir).latest()
+    assert latest.epoch == 3 and latest.model == "fractalresnet_tiny" and latest.normalization is not None
+    for name in (latest.params, latest.states):
         assert (run_dir / "checkpoints" / name).exists()
     # a second run into the same folder without --resume refuses instead of overwriting
     again = run([sys.executable, "train.py", "-c", str(cfg)])
@@ -127,8 +128,7 @@ def test_authors_fidelity_reaches_the_run(tmp_path, scenes):
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert (saved["fidelity"], saved["train"]["loss_axis"], saved["augment"]["policy"], saved["data"]["targets"]) \
         == ("authors", [1, 2, 3], "authors", "authors")
-    latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
-    assert latest["model_args"] == {"fidelity": "authors"}
+    assert Checkpoints(tmp_path / "run").latest().model_args == {"fidelity": "authors"}
 
 
 def test_two_horovod_ranks_stay_identical(tmp_path, scenes):
@@ -157,12 +157,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, scenes):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
-    assert 1 <= killed_at["epoch"] < 4
+    killed_at = Checkpoints(run_dir).latest()
+    assert 1 <= killed_at.epoch < 4
 
     result = run([sys.executable, "train.py", "-c", str(cfg), "--resume"])
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"resumed from epoch {killed_at['epoch']}" in result.stdout
+    assert f"resumed from epoch {killed_at.epoch}" in result.stdout
     rows = history(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     ref_rows = history(tmp_path / "ref")
@@ -331,7 +331,7 @@ def assert_only_epoch_1_is_saved(run_dir: Path) -> None:
     checkpoints = run_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("epoch_*")) == [f"epoch_0001.{s}" for s in ("json", "params",
                                                                                                "states")]
-    assert json.loads((checkpoints / "latest.json").read_text())["epoch"] == 1
+    assert Checkpoints(run_dir).latest().epoch == 1
     params = mx.nd.load(str(checkpoints / "epoch_0001.params"))
     assert all(np.isfinite(p.asnumpy()).all() for p in params.values())
 
@@ -462,7 +462,7 @@ def test_a_stalled_rank_ends_the_job_and_the_run_resumes(tmp_path, scenes):
     assert (f"(train.stall_timeout_s {timeout}); last completed: epoch 1, validation step 1; main thread in "
             "blocked_before_epoch_2 (stalled_rank.py:") in stalled[0], report
     assert "rank 0 stalled" not in (tmp_path / "logs" / "rank.0" / "stderr").read_text(), report
-    assert json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())["epoch"] == 1
+    assert Checkpoints(tmp_path / "run").latest().epoch == 1
 
     resumed = horovodrun(tmp_path / "logs_resumed", "train.py", "-c", cfg, "--resume")
     assert_ranks_succeeded(resumed, tmp_path / "logs_resumed")

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from utilities.checkpoint import Checkpoints
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = {
     "model": "cifar_resnet_tiny",
@@ -52,8 +54,9 @@ def test_fake_run_writes_history_config_and_checkpoints(tmp_path):
     assert saved["model"] == "cifar_resnet_tiny" and saved["schedule"]["patience"] == 3  # defaults filled in
     assert Path(saved["data_dir"]).name == "cifar-10-batches-py"
     checkpoints = run_dir / "checkpoints"
-    latest = json.loads((checkpoints / "latest.json").read_text())
-    assert (latest["epoch"], latest["model"], latest["schedule"]["stage"]) == (2, "cifar_resnet_tiny", 1)
+    latest = Checkpoints(checkpoints.parent).latest()
+    assert (latest.epoch, latest.model, latest.schedule["stage"]) == (2, "cifar_resnet_tiny", 1)
+    assert (latest.normalization, latest.bands) == (None, None)
     # keep_checkpoints 1 (the default): only the last epoch keeps its parameters, every epoch its record
     assert sorted(p.name for p in checkpoints.glob("epoch_*")) == [
         "epoch_0001.json", "epoch_0002.json", "epoch_0002.params", "epoch_0002.states"]

@@ -4,7 +4,7 @@ Layout under ``<run_dir>/checkpoints``::
 
     epoch_0007.params   model parameters (Gluon ``save_parameters``)
     epoch_0007.states   optimiser state: Adam moments and update counts (``Trainer.save_states``)
-    epoch_0007.json     epoch, learning rate, FT depth, schedule state, metrics, model config
+    epoch_0007.json     its CheckpointRecord: model, schedule state, metrics, config, the files and digests
     latest.json         the newest complete checkpoint (written last)
 
 Every file is written under a temporary name and renamed, and ``latest.json`` only after the three
@@ -15,11 +15,17 @@ parameter and state files that have no record (left by a run killed between them
 
 The record holds the SHA-256 of the parameters and state files: a truncated, emptied or byte-flipped file
 is refused when loaded ("checkpoint X cannot be read: ...") instead of loading wrong numbers.
+
+A record is a :class:`CheckpointRecord`, written with its ``format_version``. Records written before the
+version was recorded are read as version 1; a record missing a required key, or written by a newer mantis,
+is refused in one line naming the file.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -28,8 +34,78 @@ from mxnet import gluon
 from .atomic import atomic_path, atomic_write_text
 from .errors import InputError
 
-#: record key of each file's SHA-256
-DIGEST_KEYS = {"params": "params_sha256", "states": "states_sha256"}
+#: version of the record written by :meth:`Checkpoints.save`; 1 is a record without ``format_version``
+FORMAT_VERSION = 2
+#: keys every record holds, whatever its version
+REQUIRED_KEYS = ("model", "epoch", "params")
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What a checkpoint's ``epoch_NNNN.json`` holds: enough to rebuild, resume and select the model.
+
+    ``normalization`` (the training chips' per-band ``{"mean": [...], "std": [...]}``) and ``bands`` are
+    None for models that take no georeferenced input (CIFAR-10). ``params`` / ``states`` are file names in
+    the checkpoint directory (``states`` None when no optimiser state was saved), with their SHA-256.
+    """
+
+    model: str
+    epoch: int
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    normalization: Optional[Dict[str, List[float]]] = None
+    bands: Optional[List[int]] = None
+    schedule: Dict[str, Any] = field(default_factory=dict)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    config: Dict[str, Any] = field(default_factory=dict)
+    params: Optional[str] = None
+    states: Optional[str] = None
+    params_sha256: Optional[str] = None
+    states_sha256: Optional[str] = None
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The record as JSON-serialisable data (what ``epoch_NNNN.json`` holds)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str | Path) -> "CheckpointRecord":
+        """The record of ``data`` read from ``path`` (named in the errors); without ``format_version``, version 1.
+
+        Raises
+        ------
+        InputError
+            ``checkpoint record X lacks a, b (not written by mantis's training)`` or ``checkpoint record X was
+            written by a newer mantis: format version N, this one reads up to M``.
+        """
+        if not isinstance(data, dict):
+            raise InputError(f"checkpoint record {path} is not a JSON object (not written by mantis's training)")
+        version = data.get("format_version", 1)
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise InputError(f"checkpoint record {path} was written by a newer mantis: format version {version}, "
+                             f"this one reads up to {FORMAT_VERSION}")
+        missing = [key for key in REQUIRED_KEYS if data.get(key) is None]
+        if missing:
+            raise InputError(f"checkpoint record {path} lacks {', '.join(missing)} (not written by mantis's training)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "format_version": version})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "CheckpointRecord":
+        """The record in the JSON file ``path``.
+
+        Raises
+        ------
+        InputError
+            The file is missing, not JSON, or not a record (:meth:`from_dict`).
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise InputError(f"checkpoint record {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"checkpoint record {path} is corrupt (not JSON)") from None
+        return cls.from_dict(data, path)
 
 
 def file_digest(path: str | Path) -> str:
@@ -50,31 +126,33 @@ class Checkpoints:
     def _stem(self, epoch: int) -> Path:
         return self.dir / f"epoch_{epoch:04d}"
 
-    def save(self, epoch: int, net: gluon.Block, trainer: Optional[gluon.Trainer], meta: Dict[str, Any]) -> Path:
-        """Write the checkpoint of ``epoch`` (``meta`` must be JSON-serialisable); return its params path.
+    def save(self, record: CheckpointRecord, net: gluon.Block, trainer: Optional[gluon.Trainer]) -> Path:
+        """Write the checkpoint of ``record.epoch`` (its file names and digests filled in); return its params path.
 
-        On failure (e.g. :class:`~utilities.atomic.WriteError` for a full disk) the files of ``epoch`` already
+        On failure (e.g. :class:`~utilities.atomic.WriteError` for a full disk) the files of the epoch already
         written are removed before the error is raised; the previous checkpoints stay intact.
         """
-        stem = self._stem(epoch)
+        stem = self._stem(record.epoch)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.remove_orphans()
         files = {"params": stem.with_suffix(".params"), "states": stem.with_suffix(".states")}
         writers = {"params": net.save_parameters, "states": trainer.save_states if trainer is not None else None}
-        record = dict(meta, epoch=epoch)
+        written: Dict[str, Optional[str]] = {}
         try:
             for kind, write in writers.items():
-                record[kind] = files[kind].name if write is not None else None
+                written[kind] = written[f"{kind}_sha256"] = None
                 if write is not None:
                     with atomic_path(files[kind]) as tmp:
                         write(tmp)
-                        record[DIGEST_KEYS[kind]] = file_digest(tmp)
-            atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2))
+                        written[kind], written[f"{kind}_sha256"] = files[kind].name, file_digest(tmp)
+            text = json.dumps(dataclasses.replace(record, **written, format_version=FORMAT_VERSION).to_dict(),
+                              indent=2)
+            atomic_write_text(stem.with_suffix(".json"), text)
         except BaseException:
             for path in (*files.values(), stem.with_suffix(".json")):
                 path.unlink(missing_ok=True)
             raise
-        atomic_write_text(self.dir / "latest.json", json.dumps(record, indent=2))
+        atomic_write_text(self.dir / "latest.json", text)
         return files["params"]
 
     def remove_orphans(self) -> List[Path]:
@@ -85,28 +163,23 @@ class Checkpoints:
             path.unlink(missing_ok=True)
         return orphans
 
-    def latest(self) -> Optional[Dict[str, Any]]:
+    def latest(self) -> Optional[CheckpointRecord]:
         """The newest complete checkpoint's record, or None when the run has none."""
         path = self.dir / "latest.json"
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"checkpoint index {path} is corrupt (not JSON)") from None
+        return CheckpointRecord.read(path) if path.exists() else None
 
-    def records(self) -> List[Dict[str, Any]]:
+    def records(self) -> List[CheckpointRecord]:
         """Records of every saved epoch, in epoch order."""
-        return [json.loads(p.read_text()) for p in sorted(self.dir.glob("epoch_*.json"))]
+        return [CheckpointRecord.read(p) for p in sorted(self.dir.glob("epoch_*.json"))]
 
     def prune(self, keep: int) -> None:
         """Delete all but the newest ``keep`` checkpoints (their records stay, for the history)."""
         for record in self.records()[:-keep]:
-            for name in (record["params"], record.get("states")):
+            for name in (record.params, record.states):
                 if name:
                     (self.dir / name).unlink(missing_ok=True)
 
-    def load(self, record: Dict[str, Any], net: gluon.Block, trainer: Optional[gluon.Trainer] = None) -> None:
+    def load(self, record: CheckpointRecord, net: gluon.Block, trainer: Optional[gluon.Trainer] = None) -> None:
         """Load parameters (and optimiser state) of ``record`` into ``net`` (and ``trainer``).
 
         The trainer's parameters must already have their shapes (run one forward first).
@@ -116,10 +189,10 @@ class Checkpoints:
         InputError
             A missing, unreadable or corrupt file (see :func:`load_parameters`).
         """
-        load_parameters(net, self.dir / record["params"], record.get(DIGEST_KEYS["params"]))
-        if trainer is not None and record.get("states"):
-            states = self.dir / record["states"]
-            _check_file(states, record.get(DIGEST_KEYS["states"]))
+        load_parameters(net, self.dir / record.params, record.params_sha256)
+        if trainer is not None and record.states:
+            states = self.dir / record.states
+            _check_file(states, record.states_sha256)
             try:
                 trainer.load_states(str(states))
             except Exception as err:  # MXNetError, pickle errors for unreadable files

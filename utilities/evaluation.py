@@ -273,7 +273,8 @@ def score(predictions: Iterable[Iterator[Prediction]], threshold: float = 0.5, m
     predictions : iterable of iterators of Prediction
         Per sample, its rows in order (:func:`sample_predictions` or :func:`file_predictions`).
     threshold : float
-        A pixel is predicted as change when its change probability is above ``threshold``.
+        A pixel is predicted as change when its change probability is at least ``threshold`` (as
+        ``predict.py``'s change mask).
     maps_dir : path, optional
         Where to write the TP/FP/FN maps (:func:`tpfpfn_writer`); None writes none.
     observe : callable, optional
@@ -281,15 +282,15 @@ def score(predictions: Iterable[Iterator[Prediction]], threshold: float = 0.5, m
     total : int, optional
         The number of samples, for the progress bar.
     """
-    if not 0.0 <= threshold < 1.0:
-        raise InputError(f"threshold must be in [0, 1), got {threshold}")
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"threshold must be in [0, 1], got {threshold}")
     results = []
     for rows in progress(predictions, total=total, desc="evaluate", unit="image"):
         counts, add_map, sample = np.zeros(len(COUNT_NAMES), np.int64), None, None
         with contextlib.ExitStack() as maps:
             for item in rows:
                 sample = item.sample
-                pred = item.probability > threshold
+                pred = item.probability >= threshold
                 counts += confusion_counts(pred, item.label, item.valid)
                 if maps_dir is not None:
                     add_map = add_map or maps.enter_context(
@@ -316,7 +317,8 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float =
     samples : sequence of Sample
         Labelled pairs (e.g. :func:`utilities.datasets.levircd_samples`).
     threshold : float
-        A pixel is predicted as change when its change probability is above ``threshold``.
+        A pixel is predicted as change when its change probability is at least ``threshold`` (as
+        ``predict.py``'s change mask).
     maps_dir : path, optional
         Where to write the TP/FP/FN maps (:func:`tpfpfn_writer`); None writes none.
     predict : callable

@@ -27,14 +27,14 @@ from mxnet import gluon
 
 from mantis import get_model
 
-from .checkpoint import DIGEST_KEYS, load_parameters
+from .checkpoint import CheckpointRecord, load_parameters
 from .errors import InputError
 
 PathLike = Union[str, Path]
 
 
-def checkpoint_record(path: PathLike) -> Tuple[Dict[str, Any], Path]:
-    """The JSON record and the parameters file of a checkpoint given as .params, .json or run dir."""
+def checkpoint_record(path: PathLike) -> Tuple[CheckpointRecord, Path]:
+    """The record and the parameters file of a checkpoint given as .params, .json or run dir."""
     path = Path(path)
     if path.is_dir():
         latest = path / "checkpoints" / "latest.json"
@@ -46,22 +46,16 @@ def checkpoint_record(path: PathLike) -> Tuple[Dict[str, Any], Path]:
         raise InputError(f"checkpoint {path} does not exist")
     if not record_path.exists():
         raise InputError(f"checkpoint {path} has no record {record_path.name} beside it (written by train.py)")
-    try:
-        record = json.loads(record_path.read_text())
-    except json.JSONDecodeError:
-        raise InputError(f"checkpoint record {record_path} is corrupt (not JSON)") from None
-    for key in ("model", "params"):
-        if key not in record:
-            raise InputError(f"checkpoint record {record_path} lacks '{key}' (not written by train.py?)")
-    return record, record_path.parent / record["params"]
+    record = CheckpointRecord.read(record_path)
+    return record, record_path.parent / record.params
 
 
-def load_network(path: PathLike, ctx: mx.Context = mx.cpu()) -> Tuple[gluon.HybridBlock, Dict[str, Any]]:
+def load_network(path: PathLike, ctx: mx.Context = mx.cpu()) -> Tuple[gluon.HybridBlock, CheckpointRecord]:
     """The network of a checkpoint (architecture from its record, then its parameters)."""
     record, params = checkpoint_record(path)
-    net = get_model(record["model"], **record.get("model_args", {}))
+    net = get_model(record.model, **record.model_args)
     net.initialize(ctx=ctx)  # deferred; the parameters below fix every shape
-    load_parameters(net, params, record.get(DIGEST_KEYS["params"]))
+    load_parameters(net, params, record.params_sha256)
     return net, record
 
 
@@ -147,14 +141,14 @@ def _ensemble(spec: Dict[str, Any], base: Path, ctx: mx.Context) -> Predictor:
         raise InputError(f"ensemble mode must be 'outputs' or 'parameters', got {mode!r}")
     loaded = [load_network(m, ctx) for m in members]
     records = [r for _, r in loaded]
-    if len({(r["model"], json.dumps(r.get("model_args", {}), sort_keys=True)) for r in records}) > 1:
-        raise InputError(f"ensemble members are different architectures: {[r['model'] for r in records]}")
+    if len({(r.model, json.dumps(r.model_args, sort_keys=True)) for r in records}) > 1:
+        raise InputError(f"ensemble members are different architectures: {[r.model for r in records]}")
     nets = [n for n, _ in loaded]
     if mode == "parameters":
         average_parameters(nets)
         nets = nets[:1]
-    norm = records[0].get("normalization") or {}
-    return Predictor(nets, norm.get("mean", []), norm.get("std", []), records[0].get("bands"), ctx)
+    norm = records[0].normalization or {}
+    return Predictor(nets, norm.get("mean", []), norm.get("std", []), records[0].bands, ctx)
 
 
 def load_predictor(spec: PathLike, ctx: mx.Context = mx.cpu()) -> Predictor:
@@ -168,7 +162,7 @@ def load_predictor(spec: PathLike, ctx: mx.Context = mx.cpu()) -> Predictor:
         if "members" in content:
             return _ensemble(content, spec.parent, ctx)
     net, record = load_network(spec, ctx)
-    norm = record.get("normalization")
+    norm = record.normalization
     if not norm:
         raise InputError(f"checkpoint {spec} has no input normalization (written by an older train.py)")
-    return Predictor([net], norm["mean"], norm["std"], record.get("bands"), ctx)
+    return Predictor([net], norm["mean"], norm["std"], record.bands, ctx)

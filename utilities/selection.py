@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
 from nn import mean_fractal_tanimoto
@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from mxnet import nd
 
 from .atomic import atomic_path, atomic_write_text
-from .checkpoint import Checkpoints
+from .checkpoint import CheckpointRecord, Checkpoints
 from .datasets import Sample
 from .errors import InputError
 from .evaluation import Evaluation, Prediction, evaluate, finite_or_none
@@ -57,8 +57,8 @@ class Candidate:
         return math.isfinite(self.mcc) and math.isfinite(self.ft)
 
 
-def _metric(record: Dict[str, Any], key: str) -> float:
-    value = record.get("metrics", {}).get(key)
+def _metric(record: CheckpointRecord, key: str) -> float:
+    value = record.metrics.get(key)
     return math.nan if value is None else float(value)
 
 
@@ -73,24 +73,20 @@ def stage_candidates(run_dir: PathLike) -> List[Candidate]:
         The run has no checkpoint records, or none of the stage's parameter files exists.
     """
     checkpoints = Checkpoints(run_dir)
-    try:
-        records = checkpoints.records()
-    except json.JSONDecodeError:
-        raise InputError(f"a checkpoint record in {checkpoints.dir} is corrupt (not JSON)") from None
-    records = [r for r in records if "depth" in r.get("metrics", {}) and "params" in r]
+    records = [r for r in checkpoints.records() if "depth" in r.metrics]
     if not records:
         raise InputError(f"run directory {run_dir} has no checkpoint records with metrics "
                          f"({checkpoints.dir}/epoch_*.json, written by train.py)")
-    depth = max(int(r["metrics"]["depth"]) for r in records)
+    depth = max(int(r.metrics["depth"]) for r in records)
     candidates, pruned = [], []
     for record in records:
-        if int(record["metrics"]["depth"]) != depth:
+        if int(record.metrics["depth"]) != depth:
             continue
-        params = checkpoints.dir / record["params"]
+        params = checkpoints.dir / record.params
         if not params.exists():
-            pruned.append(record["epoch"])
+            pruned.append(record.epoch)
             continue
-        candidates.append(Candidate(int(record["epoch"]), params, depth, _metric(record, "val_mcc"),
+        candidates.append(Candidate(int(record.epoch), params, depth, _metric(record, "val_mcc"),
                                     _metric(record, "val_ft")))
     if pruned:
         log.warning("epochs %s of the FT depth %d stage have no parameters any more (pruned): not candidates",
@@ -166,8 +162,7 @@ def checkpoint_scores(params: PathLike, samples: Sequence[Sample], depth: int, a
 
 
 def _loss_axis(params: Path) -> List[int]:
-    record = json.loads(params.with_suffix(".json").read_text())
-    return record.get("config", {}).get("train", {}).get("loss_axis", [2, 3])
+    return CheckpointRecord.read(params.with_suffix(".json")).config.get("train", {}).get("loss_axis", [2, 3])
 
 
 def recompute_metrics(candidates: Sequence[Candidate], samples: Sequence[Sample], threshold: float = 0.5) -> None:

@@ -6,8 +6,8 @@ inputs, the loss against the targets, backward, and the optimiser update of a Gl
 Horovod a ``DistributedTrainer``, whose update all-reduces the gradients first). With a
 :class:`FiniteCheck` it stops, with :class:`NonFiniteError`, at the first non-finite input, per-sample
 loss or (all-reduced) gradient, naming where and which sample. :func:`make_loaders` builds train.py's
-chip loaders; :func:`previous_run` and :func:`write_history` are a run directory's checkpoints and
-history, fresh or resumed.
+chip loaders; :func:`previous_run`, :func:`end_epoch` and :func:`write_history` are a run directory's
+checkpoints and history, fresh or resumed.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from mxnet import autograd, gluon, nd
 
 from .atomic import atomic_write_text
 from .augment import ChangeAugmentation
-from .checkpoint import Checkpoints
+from .checkpoint import CheckpointRecord, Checkpoints
 from .chips import ChipDataset
 from .config import Config
 from .distributed import ShardSampler, World, barrier
@@ -159,7 +159,7 @@ def make_loaders(cfg: Config, world: World, run_dir: Path):
             gluon.data.DataLoader(val_set, sampler=val_sampler, **loader), normalization)
 
 
-def previous_run(run_dir: Path, resume: bool, world: World) -> Tuple[Checkpoints, Optional[Dict[str, Any]], list]:
+def previous_run(run_dir: Path, resume: bool, world: World) -> Tuple[Checkpoints, Optional[CheckpointRecord], list]:
     """The run directory's checkpoints, the record to resume from (None: start afresh) and the history up
     to it.
 
@@ -180,7 +180,17 @@ def previous_run(run_dir: Path, resume: bool, world: World) -> Tuple[Checkpoints
         return checkpoints, None, []
     path = run_dir / "history.json"
     history = json.loads(path.read_text()) if path.exists() else []
-    return checkpoints, latest, [h for h in history if h["epoch"] <= latest["epoch"]]
+    return checkpoints, latest, [h for h in history if h["epoch"] <= latest.epoch]
+
+
+def end_epoch(checkpoints: Checkpoints, record: CheckpointRecord, net: gluon.Block, trainer: gluon.Trainer,
+              history: List[Dict[str, Any]], keep: Optional[int]) -> None:
+    """Rank 0's writes after an epoch: its checkpoint, then (with ``keep``) only the newest ``keep`` checkpoints
+    keep their files, then the run's history (:func:`write_history`)."""
+    checkpoints.save(record, net, trainer)
+    if keep:
+        checkpoints.prune(keep)
+    write_history(checkpoints.dir.parent, history)
 
 
 def write_history(run_dir: Path, history: List[Dict[str, Any]]) -> None:

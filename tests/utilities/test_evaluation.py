@@ -289,6 +289,27 @@ def test_threshold_outside_0_1_is_an_input_error(tiles):
         evaluate(fake_predictor(), levircd_samples(tiles), threshold=1.5)
 
 
+def test_a_pixel_exactly_at_the_threshold_is_change_in_the_mask_and_in_the_evaluation(tmp_path):
+    """predict.py's change mask and the evaluation both mark change where the probability is at least the
+    threshold: with the threshold equal to the probability of a quarter of the pixels, those count as change."""
+    date1 = np.full((3, 16, 16), 40, np.uint8)
+    date2 = date1.copy()
+    date2[:, :, 8:] += 51
+    date2[:, 8:, :] += 51  # change probabilities 0, 0.2, 0.2 and 0.4 by quarter
+    paths = [write_geotiff(tmp_path / f"{n}.tif", d) for n, d in (("t1", date1), ("t2", date2))]
+    label = write_geotiff(tmp_path / "label.tif", np.full((1, 16, 16), 255, np.uint8))
+    probability = rasterio.open(predict_rasters(fake_predictor(), *paths, tmp_path / "first", window=16, stride=16,
+                                                quicklook=False, progress=False)["probability"]).read(1)
+    threshold = float(probability[0, 8])  # exactly the probability of the two 0.2 quarters
+    outputs = predict_rasters(fake_predictor(), *paths, tmp_path / "pred", window=16, stride=16, threshold=threshold,
+                              quicklook=False, progress=False)
+    mask = rasterio.open(outputs["mask"]).read(1)
+    np.testing.assert_array_equal(mask, (probability >= threshold).astype(np.uint8))
+    assert mask.sum() == 3 * 64 and mask[0, 8] == 1
+    scored = evaluate_prediction(outputs["probability"], label, threshold)
+    np.testing.assert_array_equal(scored.counts, [3 * 64, 0, 64, 0])  # tp, fp, fn, tn
+
+
 def test_fake_model_is_pixelwise():
     """Guard for the tests above: the fake model's change output is date2 - date1 of band 1, clipped."""
     a, b = mx.nd.zeros((1, 3, 8, 8)), mx.nd.ones((1, 3, 8, 8)) * 0.25

@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 from mxnet import gluon, nd
 
+from utilities.checkpoint import CheckpointRecord
 from utilities.distributed import World
 from utilities.errors import InputError
-from utilities.training import FiniteCheck, NonFiniteError, limit, previous_run, to_ctx, train_step, write_history
+from utilities.training import (
+    FiniteCheck,
+    NonFiniteError,
+    end_epoch,
+    limit,
+    previous_run,
+    to_ctx,
+    train_step,
+    write_history,
+)
 
 LR = 0.1
 
@@ -163,9 +173,22 @@ def test_previous_run(tmp_path, capsys):
     assert previous_run(tmp_path, True, ROOT)[1:] == (None, [])
     assert capsys.readouterr().err == f"warning: no checkpoint in {tmp_path / 'checkpoints'}: starting afresh\n"
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "latest.json").write_text(json.dumps({"epoch": 2}))
+    record = CheckpointRecord("fractalresnet_tiny", 2, params="epoch_0002.params")
+    (tmp_path / "checkpoints" / "latest.json").write_text(json.dumps(record.to_dict()))
     write_history(tmp_path, [{"epoch": e} for e in (1, 2, 3)])  # epoch 3 ended without its checkpoint
     checkpoints, latest, history = previous_run(tmp_path, True, ROOT)
-    assert (checkpoints.dir, latest, history) == (tmp_path / "checkpoints", {"epoch": 2}, [{"epoch": 1}, {"epoch": 2}])
+    assert (checkpoints.dir, latest, history) == (tmp_path / "checkpoints", record, [{"epoch": 1}, {"epoch": 2}])
     with pytest.raises(InputError, match=re.escape(f"{tmp_path} already holds checkpoints: use --resume")):
         previous_run(tmp_path, False, ROOT)
+
+
+def test_end_epoch_saves_prunes_and_writes_the_history(tmp_path):
+    net = gluon.nn.Dense(2, in_units=3)
+    net.initialize()
+    checkpoints, history = previous_run(tmp_path, False, ROOT)[0], []
+    for epoch in (1, 2):
+        history.append({"epoch": epoch, "val_loss": 1.0 / epoch})
+        end_epoch(checkpoints, CheckpointRecord("dense", epoch, metrics=history[-1]), net, None, history, keep=1)
+    assert [r.epoch for r in checkpoints.records()] == [1, 2] and checkpoints.latest().metrics == history[-1]
+    assert sorted(p.name for p in checkpoints.dir.glob("*.params")) == ["epoch_0002.params"]
+    assert json.loads((tmp_path / "history.json").read_text()) == history

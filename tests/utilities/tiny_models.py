@@ -1,8 +1,8 @@
 """Tiny trained-looking checkpoints for the evaluation, selection and export tests.
 
 Networks come from the model registry (``get_model``) with random parameters and are saved through
-:class:`utilities.checkpoint.Checkpoints` with the record ``train.py`` writes (model, model_args,
-normalization, bands, metrics), so that ``load_predictor`` reads them like real checkpoints.
+:class:`utilities.checkpoint.Checkpoints` with the :class:`~utilities.checkpoint.CheckpointRecord` that ``train.py``
+writes (model, model_args, normalization, bands, metrics), so that ``load_predictor`` reads them like real checkpoints.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from mantis import get_model
-from utilities.checkpoint import Checkpoints
+from utilities.checkpoint import CheckpointRecord, Checkpoints
 
 #: per-band mean/std of 8-bit RGB images
 NORMALIZATION = {"mean": [110.0, 115.0, 100.0], "std": [50.0, 48.0, 52.0]}
@@ -34,6 +34,6 @@ def tiny_network(name: str = "fractalresnet_tiny", seed: int = 0) -> gluon.Hybri
 def save_checkpoint(run_dir: Path, net: gluon.HybridBlock, epoch: int, name: str = "fractalresnet_tiny",
                     metrics: Optional[Dict[str, Any]] = None) -> Path:
     """Save ``net`` as checkpoint ``epoch`` of ``run_dir``; returns its ``.params`` path."""
-    meta = dict(model=name, model_args={}, normalization=NORMALIZATION, bands=None,
-                metrics=metrics or {"depth": 0, "val_mcc": 0.5, "val_ft": 0.5})
-    return Checkpoints(run_dir).save(epoch, net, None, meta)
+    record = CheckpointRecord(name, epoch, normalization=NORMALIZATION,
+                              metrics=metrics or {"depth": 0, "val_mcc": 0.5, "val_ft": 0.5})
+    return Checkpoints(run_dir).save(record, net, None)
