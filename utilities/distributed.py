@@ -7,6 +7,7 @@ padded :class:`ShardSampler`; every process must end with ``nd.waitall(); hvd.sh
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -35,7 +36,12 @@ def init_world() -> World:
 
     Plain ``srun -n N python train.py`` with a Gloo-only Horovod silently runs N independent
     single-process jobs; this stops that with a one-line message instead.
+
+    Every rank also enables :mod:`faulthandler`: a rank that dies of a signal (SIGSEGV, SIGABRT) prints
+    the Python stack of each of its threads before MXNet's own handler runs, so a native crash in a
+    multi-rank job says where each thread was.
     """
+    faulthandler.enable(all_threads=True)
     hvd.init()
     world = World(hvd.rank(), hvd.size(), hvd.local_rank())
     tasks = os.environ.get("SLURM_NTASKS")
