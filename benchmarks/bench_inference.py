@@ -11,7 +11,7 @@ in a fresh process, which reports
   times on a batch (MXNet's memory pool reaches its steady state), after the run, and the difference
   (what the tiling adds): flat in the raster size when the rasters are streamed strip by strip.
 
-Targets (issue 6): overhead <= 5 %, flat peak RSS, < 2 GiB for an 8192 x 8192 pair with a D6nf32.
+Targets: overhead <= 5 %, flat peak RSS, < 2 GiB for an 8192 x 8192 pair with a D6nf32.
 
     python benchmarks/bench_inference.py --model fractalresnet_tiny --sizes 2048 8192
     python benchmarks/bench_inference.py --model ceecnetv1_d6nf32 --sizes 256 512 --batch-size 1

@@ -11,7 +11,7 @@ per-group affine (``2 * groups`` parameters), which the authors' public code tra
 
 - ``"kernel"``: mantis's fused CPU operator ``mantis_group_norm`` (:mod:`nn.kernels`). MXNet's own
   GroupNorm operator ran at a few hundred MB/s on CPU and was 40 % of a D6nf32 training step; the
-  fused kernel does the forward and backward about 30x faster (issue 9, BENCHMARKS.md).
+  fused kernel does the forward and backward about 30x faster (BENCHMARKS.md).
 - ``"operator"``: MXNet's ``GroupNorm`` operator with unit per-group gamma / zero beta, then the
   per-channel affine as broadcast arithmetic: the straightforward form. It runs on GPUs and exports to
   ONNX (utilities/export.py converts MXNet's GroupNorm).

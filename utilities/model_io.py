@@ -5,7 +5,7 @@ A *model spec* is one of
 
 - a checkpoint's ``epoch_NNNN.params`` or ``epoch_NNNN.json`` (from ``train.py``),
 - a run directory (its latest checkpoint),
-- an ensemble file (``select.py`` writes one): JSON ``{"members": [checkpoint paths], "mode":
+- an ensemble file (``select_models.py`` writes one): JSON ``{"members": [checkpoint paths], "mode":
   "outputs" | "parameters"}``; ``outputs`` averages the members' output probabilities (the paper's
   way, k forward passes), ``parameters`` averages their parameters into one model (one pass).
 

@@ -2,7 +2,7 @@
 
 One operator so far, ``mantis_group_norm`` (``group_norm.cc``): GroupNorm with a per-channel affine,
 forward and backward, because MXNet's own GroupNorm operator was 40 % of a training step on CPU and no
-composition of MXNet operators came near a fused kernel (issue 9, BENCHMARKS.md). ``scripts/install.sh``
+composition of MXNet operators came near a fused kernel (BENCHMARKS.md). ``scripts/install.sh``
 builds the library (``python -m nn.kernels``); :func:`load` registers its operators with MXNet.
 """
 from __future__ import annotations

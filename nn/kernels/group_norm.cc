@@ -4,7 +4,7 @@
 //   y[b,c,:] = gamma[c] * (x[b,c,:] - mean[b,g]) * rstd[b,g] + beta[c],   g = c / (C / G)
 //   mean, var over the C/G channels of group g and all pixels of sample b; rstd = 1 / sqrt(var + eps)
 //
-// Why it exists (issue 9, BENCHMARKS.md): MXNet's own GroupNorm operator reaches a few hundred MB/s on
+// Why it exists (BENCHMARKS.md): MXNet's own GroupNorm operator reaches a few hundred MB/s on
 // CPU and was 40 % of a D6nf32 training step; composing the equations from MXNet operators needs ~16
 // passes over memory. This kernel takes two reading passes and one writing pass forward (moments
 // accumulated in double), two reading passes and one writing pass backward.
