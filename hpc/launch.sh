@@ -15,6 +15,7 @@
 #   TRAIN_TIMEOUT   seconds (or 30m, 12h, ...) after which a hung training is stopped (default: the
 #                   job's time left minus STOP_MARGIN, 20 s, so that the log says why before SLURM
 #                   kills the job; 0 = no timeout). Requeueing jobs get their USR1 earlier.
+#   KILL_AFTER      seconds from the timeout's SIGTERM to its SIGKILL (default 60)
 #   MANTIS_SETUP    a file sourced first (site setup: module loads for CUDA + NCCL, conda, ...)
 #   MANTIS_DRY_RUN=1  check everything but the other nodes and print the horovodrun command instead
 #                   of running it
@@ -226,10 +227,17 @@ echo "$(date -Is) job $SLURM_JOB_ID restart ${SLURM_RESTART_COUNT:-0} ranks $nta
 
 # --- run: in the background, so that the traps run while we wait --------------------------------
 started=$(date +%s)
-timeout --kill-after=60 "$TRAIN_TIMEOUT" "${cmd[@]}" &
+KILL_AFTER=${KILL_AFTER:-60}   # seconds between the timeout's SIGTERM and its SIGKILL
+timeout --kill-after=$KILL_AFTER "$TRAIN_TIMEOUT" "${cmd[@]}" &
 child=$!
 wait_for "$child" && rc=0 || rc=$?
 child=""
+# timeout exits 137 when the command outlived its SIGTERM by KILL_AFTER s and got SIGKILL (seen once: a
+# horovodrun that received the SIGTERM 12 s after its start ran on): still the timeout's doing
+if [ "$rc" = 137 ] && [ "$TRAIN_TIMEOUT" != 0 ] && [ $(( $(date +%s) - started )) -ge "$KILL_AFTER" ]; then
+    say "the training outlived the timeout's SIGTERM by $KILL_AFTER s and was killed"
+    rc=124
+fi
 
 if [ "$requeued" = 1 ]; then
     say "training stopped (exit code $rc); job $SLURM_JOB_ID is requeued and resumes from $RUN_DIR"

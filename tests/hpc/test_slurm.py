@@ -292,14 +292,15 @@ def test_more_tasks_than_gpus_is_one_line(tmp_path, gpu_env):
 
 
 def fake_job(tmp_path: Path, config: dict, **extra) -> subprocess.CompletedProcess:
-    """hpc/launch.sh with train_cifar.py in a fake one-node, two-task job, as a dry run."""
+    """hpc/launch.sh with train_cifar.py in a fake one-node, two-task job, as a dry run (``extra`` overrides)."""
     if not shutil.which("scontrol"):
         pytest.skip("scontrol (SLURM) is not installed: the launch expands the node list with it")
     path = tmp_path / "cifar.yaml"
     path.write_text(yaml.safe_dump({"model": "cifar_resnet_tiny", "data_dir": str(tmp_path),
                                     "out_dir": str(tmp_path / "runs" / "cifar"), **config}))
-    env = job_env(CONFIG=str(path), TRAIN_SCRIPT="train_cifar.py", MANTIS_DRY_RUN="1", SLURM_JOB_ID="78",
-                  SLURM_NTASKS="2", SLURM_TASKS_PER_NODE="2", SLURM_JOB_NODELIST="node01", TRAIN_TIMEOUT="0", **extra)
+    env = job_env(**{**dict(CONFIG=str(path), TRAIN_SCRIPT="train_cifar.py", MANTIS_DRY_RUN="1", SLURM_JOB_ID="78",
+                            SLURM_NTASKS="2", SLURM_TASKS_PER_NODE="2", SLURM_JOB_NODELIST="node01",
+                            TRAIN_TIMEOUT="0"), **extra})
     return subprocess.run(["bash", str(LAUNCH)], env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -323,6 +324,19 @@ def test_bad_cifar_config_is_one_line(tmp_path, config, message):
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: config {tmp_path / 'cifar.yaml'}: {message.format(tmp=tmp_path)}"), line
+
+
+def test_training_that_outlives_the_timeouts_sigterm_is_killed_and_reported_as_the_timeout(tmp_path):
+    """A training that ignores the timeout's SIGTERM gets SIGKILL KILL_AFTER s later (timeout exits 137):
+    the launch still reports the timeout, with its status 124."""
+    stub = tmp_path / "horovodrun"
+    stub.write_text("#!/bin/bash\ntrap '' TERM\nexec sleep 60\n")  # SIGTERM stays ignored across exec
+    stub.chmod(0o755)
+    result = fake_job(tmp_path, {}, MANTIS_DRY_RUN="0", TRAIN_TIMEOUT="1", KILL_AFTER="2", HOROVODRUN=str(stub),
+                      SLURM_JOB_NODELIST="localhost")  # one local node: no ssh check
+    assert result.returncode == 124, result.stderr
+    assert "the training outlived the timeout's SIGTERM by 2 s and was killed" in result.stdout
+    assert result.stderr.splitlines()[-1].startswith("error: training stopped by the timeout of 1 s")
 
 
 def test_outside_slurm_is_one_line(tmp_path):
