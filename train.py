@@ -36,9 +36,8 @@ from mxnet import autograd, nd
 
 from mantis import get_model
 from utilities.checkpoint import CheckpointRecord
-from utilities.cli import entry_point
 from utilities.config import Config, check_config, config_to_dict, load_config, save_config
-from utilities.distributed import World, allreduce_sum, init_world, shutdown
+from utilities.distributed import World, allreduce_sum, init_world, run_rank
 from utilities.errors import InputError
 from utilities.memory import return_freed_memory
 from utilities.metrics import change_metrics, confusion_counts
@@ -219,8 +218,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        code = entry_point(main, FAILURES)()
-    finally:
-        shutdown()  # every rank, error or not: Horovod processes that skip it crash or hang at exit
-    sys.exit(code)
+    sys.exit(run_rank(main, FAILURES))

@@ -10,13 +10,14 @@ from __future__ import annotations
 import faulthandler
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence, Type
 
 import horovod.mxnet as hvd
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
+from .cli import Main, entry_point
 from .errors import InputError
 
 
@@ -73,6 +74,15 @@ def shutdown() -> None:
     finally:
         hvd.shutdown()
 
+
+def run_rank(main: Main, failures: Mapping[Type[BaseException], int]) -> int:
+    """Run a training entry point on this rank (:func:`~utilities.cli.entry_point`: one-line errors and
+    their statuses) and leave Horovod afterwards, error or not: Horovod processes that skip
+    :func:`shutdown` crash or hang at exit. Returns the exit status."""
+    try:
+        return entry_point(main, failures)()
+    finally:
+        shutdown()
 
 class ShardSampler(gluon.data.Sampler):
     """Indices of this rank's shard of ``length`` items, reshuffled every epoch identically on all ranks.
