@@ -36,8 +36,10 @@ bench: install
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_inference.py --model fractalresnet_tiny --sizes 512 1024 --stride 64
 
-## make soak: 50 consecutive 2-rank horovodrun starts of a tiny training, failures counted and their logs kept
+## make soak: 20 2-rank jobs of 20,000 small broadcasts each, then 50 consecutive 2-rank horovodrun starts of a
+## tiny training; failures counted and their logs kept
 soak: install
+	$(PY) benchmarks/soak_broadcast.py --jobs 20
 	$(PY) benchmarks/soak_horovod_start.py --starts 50
 
 clean:

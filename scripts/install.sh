@@ -20,6 +20,11 @@ REQ=${MANTIS_REQUIREMENTS:-requirements.txt}
 DEV=0
 [ "${1:-}" = "--dev" ] && DEV=1
 HOROVOD_VERSION=0.28.1
+HOROVOD_SHA256=92a43f5a94c43907a56805bad15f19700c62ffc83b7ca483f9e104e229f67ef0   # the PyPI sdist
+# Horovod 0.28.1's MXNet operations hand EnqueueTensorBroadcast a reference to a name that the
+# operation's completion (on Horovod's background thread) can free before that call returns: a
+# use-after-free that crashes a rank in hvd.broadcast_parameters now and then. The patch passes a copy.
+HOROVOD_PATCH=$ROOT/scripts/horovod-0.28.1-mxnet-op-name.patch
 CACHE=${MANTIS_WHEEL_CACHE:-$HOME/.cache/mantis/wheels}
 
 say() { printf '[install] %s\n' "$*"; }
@@ -45,7 +50,7 @@ fi
 # ------------------------------------------------------------------ 2. the venv and its stamp
 # The stamp holds a hash of everything that decides the install; equal hash = nothing to do.
 stamp_inputs() {
-    cat "$ROOT"/requirements*.txt "$ROOT/scripts/install.sh" "$ROOT"/nn/kernels/*.cc "$ROOT/nn/kernels/__init__.py"
+    cat "$ROOT"/requirements*.txt "$ROOT/scripts/install.sh" "$HOROVOD_PATCH" "$ROOT"/nn/kernels/*.cc "$ROOT/nn/kernels/__init__.py"
     echo "req=$REQ py=$("$PY" -c 'import sys; print(sys.version)')"
 }
 want=$(stamp_inputs | sha256sum | cut -d' ' -f1)
@@ -69,23 +74,32 @@ LOCK=(-c "$ROOT/requirements-lock.txt")   # transitive dependencies pinned too
 [ "$DEV" = 1 ] && "${PIP[@]}" install -q -r "$ROOT/requirements-dev.txt" "${LOCK[@]}"
 
 # ------------------------------------------------------------------ 4. Horovod with MXNet + Gloo
-# Built from source against the mxnet above; the wheel is cached outside the clone and reused.
-if ! "$VENV/bin/python" -c 'import horovod.mxnet' 2>/dev/null; then
+# Built from the pinned, checksummed sdist with the patch above, against the mxnet above; the wheel
+# is cached outside the clone and reused. The tag names the build, so a changed patch rebuilds.
+mxv=$("$VENV/bin/python" -c 'import mxnet; print(mxnet.__version__)')
+tag="mx${mxv}-${HOROVOD_GPU_OPERATIONS:-cpu}-$("$VENV/bin/python" -c 'import sys; print("py%d%d" % sys.version_info[:2])')"
+tag="$tag-patch$(sha256sum "$HOROVOD_PATCH" | cut -c1-12)"
+if [ "$(cat "$VENV/.horovod-build" 2>/dev/null || true)" != "$tag" ] \
+   || ! "$VENV/bin/python" -c 'import horovod.mxnet' 2>/dev/null; then
     mkdir -p "$CACHE"
-    mxv=$("$VENV/bin/python" -c 'import mxnet; print(mxnet.__version__)')
-    tag="mx${mxv}-${HOROVOD_GPU_OPERATIONS:-cpu}-$("$VENV/bin/python" -c 'import sys; print("py%d%d" % sys.version_info[:2])')"
     wheel_dir="$CACHE/horovod-$HOROVOD_VERSION-$tag"
     if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
         say "building Horovod $HOROVOD_VERSION with MXNet + Gloo (a few minutes; cached in $wheel_dir)"
         tmp=$(mktemp -d "$CACHE/build.XXXXXX")
+        "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+            -d "$tmp" "horovod==$HOROVOD_VERSION"
+        echo "$HOROVOD_SHA256  $tmp/horovod-$HOROVOD_VERSION.tar.gz" | sha256sum -c --quiet
+        tar -xzf "$tmp/horovod-$HOROVOD_VERSION.tar.gz" -C "$tmp"
+        patch -d "$tmp/horovod-$HOROVOD_VERSION" -p1 --forward --quiet < "$HOROVOD_PATCH"
         HOROVOD_WITH_MXNET=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
         HOROVOD_WITHOUT_TENSORFLOW=1 HOROVOD_WITHOUT_PYTORCH=1 \
         HOROVOD_CPU_OPERATIONS=gloo MAKEFLAGS="-j$(nproc)" \
             "${PIP[@]}" wheel -q --no-build-isolation --no-deps --no-cache-dir \
-            -w "$tmp" "horovod==$HOROVOD_VERSION"
-        rm -rf "$wheel_dir" && mv "$tmp" "$wheel_dir"      # atomic: a half-built wheel is never reused
+            -w "$tmp/wheel" "$tmp/horovod-$HOROVOD_VERSION"
+        rm -rf "$wheel_dir" && mv "$tmp/wheel" "$wheel_dir" && rm -rf "$tmp"   # a half-built wheel is never reused
     fi
-    "${PIP[@]}" install -q --no-deps "$wheel_dir"/horovod-*.whl
+    "${PIP[@]}" install -q --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
+    echo "$tag" > "$VENV/.horovod-build"
 fi
 
 # ------------------------------------------------------------------ 5. mantis's CPU kernels (nn/kernels)
