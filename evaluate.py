@@ -23,13 +23,13 @@ import logging
 import sys
 from typing import Dict, Optional, Sequence, Tuple
 
+from utilities.artifacts.model_io import load_predictor
 from utilities.atomic import writable_folder
 from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
 from utilities.errors import InputError
-from utilities.evaluation import Evaluation, evaluate, evaluate_prediction, write_evaluation
-from utilities.inference import tiled_prediction
-from utilities.metrics import METRIC_NAMES
-from utilities.model_io import load_predictor
+from utilities.inference.evaluation import Evaluation, evaluate, evaluate_prediction, write_evaluation
+from utilities.inference.metrics import METRIC_NAMES
+from utilities.inference.tiled import tiled_prediction
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

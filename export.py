@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from utilities.artifacts.export import TOLERANCE, ExportError, export_onnx
 from utilities.atomic import writable_folder
 from utilities.cli import entry_point
 from utilities.errors import InputError
-from utilities.export import TOLERANCE, ExportError, export_onnx
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -5,8 +5,8 @@ stride 64, reflect padding, per-pixel average of the windows' probabilities).
     python predict.py --model ensemble.json --levircd data/LEVIR-CD --split test --out predictions/
 
 ``--model`` is a checkpoint (``epoch_NNNN.params``), a run directory (its latest checkpoint) or an
-ensemble file (see utilities/model_io.py). Writes change_probability.tif, change_mask.tif,
-boundary.tif, distance.tif and quicklook.png (see utilities/inference.py), one folder per sample
+ensemble file (see utilities/artifacts/model_io.py). Writes change_probability.tif, change_mask.tif,
+boundary.tif, distance.tif and quicklook.png (see utilities/inference/tiled.py), one folder per sample
 for ``--levircd``. Exit status 2 with a one-line message for unusable inputs (a model, raster or ``--out``
 that cannot be used, found before anything is written), 1 for a failed write (e.g. "no space left on
 device writing FILE"), 130 after Ctrl-C; files are only ever complete under their final names.
@@ -18,11 +18,11 @@ import sys
 
 import nn  # noqa: F401  (first: sets MXNet's OpenMP threads before MXNet loads)
 
+from utilities.artifacts.model_io import load_predictor
 from utilities.atomic import writable_folder
 from utilities.cli import entry_point
-from utilities.inference import predict_folder, predict_rasters
-from utilities.io import raster_info
-from utilities.model_io import load_predictor
+from utilities.inference.tiled import predict_folder, predict_rasters
+from utilities.raster.io import raster_info
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -24,8 +24,8 @@ from typing import Optional, Sequence
 from utilities.atomic import atomic_write_text, writable_folder
 from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
 from utilities.errors import InputError
-from utilities.evaluation import metrics_table, result_row
-from utilities.selection import (
+from utilities.inference.evaluation import metrics_table, result_row
+from utilities.inference.selection import (
     ENSEMBLE_FILES,
     best_single,
     compare_models,

@@ -10,7 +10,7 @@ Horovod data parallelism: parameters broadcast from rank 0, gradients averaged b
 Adam (0.9, 0.999); the evolving loss: learning rate / 10 and FT depth 0 -> 10 -> 20 -> 30 whenever
 the validation loss has not improved for ``patience`` epochs; the last stage runs
 ``final_stage_epochs`` epochs, then training ends. ``fidelity`` (``paper`` or ``authors``) picks the loss
-reduction, augmentation policy, target form and network (utilities/config.py).
+reduction, augmentation policy, target form and network (utilities/training/config.py).
 Rank 0 logs, shows progress bars and writes, atomically, per epoch: a checkpoint (parameters,
 optimiser state, schedule), ``history.json`` / ``history.csv``; ``config.yaml`` (resolved) at start.
 
@@ -35,15 +35,15 @@ import numpy as np
 from mxnet import autograd, nd
 
 from mantis import get_model
-from utilities.checkpoint import CheckpointRecord
-from utilities.config import Config, check_config, config_to_dict, load_config, save_config
-from utilities.distributed import World, allreduce_sum, init_world, run_rank
+from utilities.artifacts.checkpoint import CheckpointRecord
 from utilities.errors import InputError
-from utilities.memory import return_freed_memory
-from utilities.metrics import change_metrics, confusion_counts
+from utilities.inference.metrics import change_metrics, confusion_counts
 from utilities.progress import progress, write
-from utilities.schedule import EvolvingLossSchedule
-from utilities.training import (
+from utilities.training.config import Config, check_config, config_to_dict, load_config, save_config
+from utilities.training.distributed import World, allreduce_sum, init_world, run_rank
+from utilities.training.memory import return_freed_memory
+from utilities.training.schedule import EvolvingLossSchedule
+from utilities.training.step import (
     FiniteCheck,
     NonFiniteError,
     batches,
@@ -56,7 +56,7 @@ from utilities.training import (
     to_ctx,
     train_step,
 )
-from utilities.watchdog import StallWatchdog
+from utilities.training.watchdog import StallWatchdog
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -6,11 +6,11 @@ and the evolving-loss experiment (Section 7.2, Fig. 11).
     python train_cifar.py -c CONFIG --resume              # continue a killed run
     python train_cifar.py -c my.yaml --fake               # small fake CIFAR-10 written to the run dir (smoke test)
 
-The config's keys and defaults: ``CifarConfig`` in utilities/config.py. Horovod data parallelism as in
+The config's keys and defaults: ``CifarConfig`` in utilities/training/config.py. Horovod data parallelism as in
 train.py (one process per device; ``batch_size`` is per process): parameters broadcast from rank 0,
 gradients averaged by ``DistributedTrainer``, BatchNorm running statistics averaged over the ranks after
 every epoch, metrics summed over ranks (float64). Adam, and the evolving-loss schedule
-(utilities/schedule.py): each epoch sets the learning rate and the depth ``d`` of the loss ``1 - <FT>^d``
+(utilities/training/schedule.py): each epoch sets the learning rate and the depth ``d`` of the loss ``1 - <FT>^d``
 (on softmax outputs against one-hot labels, over the class axis). Rank 0 writes, atomically,
 ``config.yaml`` (resolved) at start and per epoch a checkpoint (parameters, optimiser state, schedule;
 the newest ``keep_checkpoints`` keep their parameters), ``history.json`` and ``history.csv``.
@@ -36,14 +36,14 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 
 from mantis import get_model
-from utilities.checkpoint import CheckpointRecord
-from utilities.cifar10 import load_cifar10, write_fake_cifar10
-from utilities.config import CifarConfig, check_config, config_to_dict, load_config, save_config
-from utilities.distributed import World, allreduce_sum, init_world, run_rank
+from utilities.artifacts.checkpoint import CheckpointRecord
+from utilities.data.cifar10 import load_cifar10, write_fake_cifar10
 from utilities.errors import InputError
 from utilities.progress import progress, write
-from utilities.schedule import EvolvingLossSchedule
-from utilities.training import (
+from utilities.training.config import CifarConfig, check_config, config_to_dict, load_config, save_config
+from utilities.training.distributed import World, allreduce_sum, init_world, run_rank
+from utilities.training.schedule import EvolvingLossSchedule
+from utilities.training.step import (
     FiniteCheck,
     NonFiniteError,
     check_parameters,
@@ -58,12 +58,12 @@ FAKE_PER_BATCH = 64
 FAILURES = {InputError: 2, NonFiniteError: 1}
 
 ft_loss = FTnmtLoss(depth=0, axis=(1,))  # its .depth follows the schedule
-#: the config's ``loss`` -> per-sample loss of (logits, labels) (utilities.config.CIFAR_LOSSES)
+#: the config's ``loss`` -> per-sample loss of (logits, labels) (utilities.training.config.CIFAR_LOSSES)
 LOSSES = {
     "ce": gluon.loss.SoftmaxCrossEntropyLoss(),
     "ft": lambda out, y: ft_loss(nd.softmax(out, axis=1), nd.one_hot(y, out.shape[1])),
 }
-#: the config's ``optimizer`` -> Gluon optimiser name and arguments (utilities.config.CIFAR_OPTIMIZERS)
+#: the config's ``optimizer`` -> Gluon optimiser name and arguments (utilities.training.config.CIFAR_OPTIMIZERS)
 OPTIMIZERS = {"adam": lambda cfg: ("adam", {"beta1": cfg.betas[0], "beta2": cfg.betas[1]})}
 
 

@@ -11,7 +11,6 @@ gamma and beta (float32; the kernel accumulates in double).
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 from typing import Dict, Tuple
@@ -25,7 +24,7 @@ from nn.norm import FORMS, groupnorm_form  # noqa: E402
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_models import machine, median_seconds  # noqa: E402
+from bench_models import median_seconds, print_header  # noqa: E402
 from mxnet import autograd, nd  # noqa: E402
 
 
@@ -66,9 +65,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["1,32,256,256", "3,64,128,128", "1,512,8,8"])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    print(f"command: {' '.join([sys.executable] + sys.argv)}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}, mxnet {mx.__version__}")
+    print_header(f", mxnet {mx.__version__}")
     print(f"hybridized, num_groups 4, median of {args.repeats}; 'max diff' = largest |kernel - operator|\n")
     print("| shape | form | forward ms | forward+backward ms | max diff out / dx / dgamma / dbeta |")
     print("|---|---|---|---|---|")

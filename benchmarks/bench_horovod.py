@@ -20,7 +20,6 @@ BENCHMARKS.md records them; absolute seconds on shared machines are noisy, compa
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shlex
@@ -31,7 +30,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional, Union
 
-from bench_models import machine, median_seconds, random_target
+from bench_models import median_seconds, print_header, random_target
 
 if TYPE_CHECKING:
     from mxnet import gluon, nd
@@ -54,11 +53,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def step(net: gluon.HybridBlock, trainer: gluon.Trainer, loss_fn: gluon.loss.Loss, x: nd.NDArray,
          target: nd.NDArray) -> None:
-    """Forward, backward, allreduce and Adam update of one batch (``utilities.training.train_step``, the targets as
+    """Forward, backward, allreduce and Adam update of one batch (``utilities.training.step.train_step``, the targets as
     in bench_models.py), until ``nd.waitall``."""
     from mxnet import nd
 
-    from utilities.training import train_step
+    from utilities.training.step import train_step
 
     train_step(net, trainer, loss_fn, (x, x), (target, target, target))
     nd.waitall()
@@ -83,7 +82,7 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     from mxnet import autograd, nd
 
     from mantis import get_model
-    from utilities.distributed import init_world
+    from utilities.training.distributed import init_world
 
     world = init_world()
     mx.random.seed(world.rank)
@@ -141,16 +140,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.child:
         import nn  # noqa: F401  (first: OpenMP threads = cores / local ranks, before MXNet loads)
 
-        from utilities.distributed import shutdown
+        from utilities.training.distributed import shutdown
 
         try:
             measure(args, Path(args.child))
         finally:
             shutdown()  # every rank, error or not (as train.py)
         return 0
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}; mxnet {version('mxnet')}, horovod {version('horovod')}")
+    print_header(f"; mxnet {version('mxnet')}, horovod {version('horovod')}")
     print(f"{args.model}, batch {args.batch} per rank, two dates of {args.size}x{args.size}, hybridized, Adam, "
           f"median of {args.steps} steps after 1 warm-up; rank 0's timings")
     print(f"each row: {shlex.join(child_command(args, 'N', Path('OUT.json')))}  (cwd {ROOT})\n")

@@ -1,6 +1,6 @@
 """Benchmark of tiled large-raster inference (paper Section 8.5.1): overhead and peak memory.
 
-For each raster size, a synthetic georeferenced pair (utilities/synthetic.py) is predicted by
+For each raster size, a synthetic georeferenced pair (utilities/data/synthetic.py) is predicted by
 ``predict_rasters`` with a mantis model (random weights: the speed and memory do not depend on them)
 in a fresh process, which reports
 
@@ -22,15 +22,13 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from bench_models import machine
+from bench_models import print_header
 
 ROOT = Path(__file__).resolve().parents[1]
 #: forward passes after the first before the model's memory is measured (its steady state)
@@ -62,9 +60,9 @@ def measure(args: argparse.Namespace, size: int, folder: Path) -> dict:
     import numpy as np
 
     from mantis import get_model
-    from utilities.inference import predict_rasters
-    from utilities.model_io import Predictor
-    from utilities.tiling import Tiling
+    from utilities.artifacts.model_io import Predictor
+    from utilities.inference.tiled import predict_rasters
+    from utilities.raster.tiling import Tiling
 
     class TimedPredictor(Predictor):
         """Adds up the time of the forward passes (normalisation, forward, copy back to NumPy)."""
@@ -104,10 +102,7 @@ def main(argv=None) -> int:
     if args.child is not None:
         print(json.dumps(measure(args, args.child, Path(args.workdir) / str(args.child))))
         return 0
-    command = shlex.join([sys.executable, *sys.argv])
-    print(f"command: {command}")
-    print(f"date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}")
+    print_header()
     print(f"model {args.model}, window {args.window}, stride {args.stride}, batch {args.batch_size}, random "
           f"weights; synthetic uint8 RGB GeoTIFF pairs; every size in a fresh process")
     print()
@@ -115,7 +110,7 @@ def main(argv=None) -> int:
           "MiB | peak RSS MiB | added by tiling MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
-        from utilities.synthetic import write_geotiff_scene
+        from utilities.data.synthetic import write_geotiff_scene
 
         for size in args.sizes:
             write_geotiff_scene(Path(workdir) / str(size), size, size, seed=size)

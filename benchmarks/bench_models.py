@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool, memory_saving: bool) -> dict:
     """Run in a child process: timings of one model."""
     sys.path.insert(0, str(ROOT))
-    from utilities.memory import return_freed_memory
+    from utilities.training.memory import return_freed_memory
 
     if memory_saving:
         return_freed_memory()
@@ -44,7 +45,7 @@ def measure(name: str, batch: int, size: int, repeats: int, hybridize: bool, mem
     from mxnet import gluon, nd
 
     from mantis import get_model
-    from utilities.training import train_step
+    from utilities.training.step import train_step
 
     net = get_model(name)
     net.initialize(mx.init.Xavier())
@@ -103,6 +104,13 @@ def cpu() -> str:
     return f"{os.cpu_count()} cores, {model}"
 
 
+def print_header(details: str = "") -> None:
+    """The lines every benchmark prints first and BENCHMARKS.md records: command, UTC date, machine (+ details)."""
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
+    print(f"machine: {machine()}{details}")
+
+
 def machine() -> str:
     return (f"{cpu()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (nn: cores)')}, "
             f"load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}, Python {platform.python_version()}")
@@ -117,7 +125,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--imperative", action="store_true", help="also measure each model without hybridize()")
     parser.add_argument("--memory-saving", action="store_true",
-                        help="also measure each model with train.memory_saving (utilities/memory.py)")
+                        help="also measure each model with train.memory_saving (utilities/training/memory.py)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-imperative", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-memory-saving", action="store_true", help=argparse.SUPPRESS)
@@ -126,9 +134,7 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.batch, args.size, args.repeats, not args.child_imperative,
                                  args.child_memory_saving)))
         return
-    print(f"command: {' '.join([sys.executable] + sys.argv)}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}")
+    print_header()
     print(f"batch {args.batch}, two dates of {args.size}x{args.size}, median of {args.repeats}\n")
     print("| model | mode | parameters | first call s | forward s | forward chips/s | train step s | "
           "train chips/s | peak RSS GiB |")

@@ -4,26 +4,24 @@
     python benchmarks/bench_pipeline.py --chips 32 --chip-size 64 --skip-model
     python benchmarks/bench_pipeline.py --model ceecnetv1_d6nf32 --steps 3
 
-Synthetic scenes in the LEVIR-CD layout (``utilities.synthetic.write_levircd_layout``, 4 chips wide like LEVIR-CD's
-1024x1024 tiles at 256) are written to a temporary folder and chipped into the chip cache (``utilities.pipeline.
-chip_cache``, stride chip-size / 2, the paper's half overlap), then train.py's ``make_loaders`` (utilities.training)
-makes the training loader with the paper's defaults otherwise: ChipDataset (reading the memory-mapped chips, here
-from the page cache as the cache was just written; standardising; multitask targets), ChangeAugmentation,
-ShardSampler, DataLoader (batch ``--batch``, ``num_workers`` 0: train.py's default, loading in the training
-process). The pipeline's chips/s is the time to draw ``--chips`` chips batch by batch and move them to the training
-context, with augmentation on and off. Then, in the same process, the training chips/s of ``--model`` on one batch
-of these chips: ``--batch`` / median seconds of ``--steps`` training steps (forward, backward, Adam update of the
-multitask FT loss, hybridized, as train.py) after one warm-up step; and the ratio pipeline chips/s / training
-chips/s, how many times faster the pipeline serves chips than one training process consumes them. Prints machine
-details, the command and the date, as BENCHMARKS.md records them; absolute seconds on shared machines are noisy,
-compare one run's numbers.
+Synthetic scenes in the LEVIR-CD layout (``utilities.data.synthetic.write_levircd_layout``, 4 chips wide like
+LEVIR-CD's 1024x1024 tiles at 256) are written to a temporary folder and chipped into the chip cache
+(``utilities.training.pipeline.chip_cache``, stride chip-size / 2, the paper's half overlap), then train.py's
+``make_loaders`` (utilities.training.step) makes the training loader with the paper's defaults otherwise: ChipDataset
+(reading the memory-mapped chips, here from the page cache as the cache was just written; standardising; multitask
+targets), ChangeAugmentation, ShardSampler, DataLoader (batch ``--batch``, ``num_workers`` 0: train.py's default,
+loading in the training process). The pipeline's chips/s is the time to draw ``--chips`` chips batch by batch and move
+them to the training context, with augmentation on and off. Then, in the same process, the training chips/s of
+``--model`` on one batch of these chips: ``--batch`` / median seconds of ``--steps`` training steps (forward,
+backward, Adam update of the multitask FT loss, hybridized, as train.py) after one warm-up step; and the ratio
+pipeline chips/s / training chips/s, how many times faster the pipeline serves chips than one training process
+consumes them. Prints machine details, the command and the date, as BENCHMARKS.md records them; absolute seconds on
+shared machines are noisy, compare one run's numbers.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import shlex
 import statistics
 import sys
 import tempfile
@@ -32,13 +30,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from bench_models import machine
+from bench_models import print_header
 
 if TYPE_CHECKING:
     from mxnet import nd
 
-    from utilities.config import Config
-    from utilities.distributed import World
+    from utilities.training.config import Config
+    from utilities.training.distributed import World
 
 ROOT = Path(__file__).resolve().parents[1]
 #: scenes are this many chips wide (LEVIR-CD: 1024x1024 tiles, 256x256 chips)
@@ -59,8 +57,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def write_data(folder: Path, chips: int, chip_size: int) -> Path:
     """Enough synthetic LEVIR-CD-layout training scenes for ``chips`` chips, and one validation scene."""
-    from utilities.chips import chip_windows
-    from utilities.synthetic import write_levircd_layout
+    from utilities.data.chips import chip_windows
+    from utilities.data.synthetic import write_levircd_layout
 
     side = SCENE_CHIPS * chip_size
     per_scene = len(chip_windows(side, side, chip_size, chip_size // 2))
@@ -68,8 +66,9 @@ def write_data(folder: Path, chips: int, chip_size: int) -> Path:
 
 
 def make_config(data: Path, run_dir: Path, args: argparse.Namespace, augment: bool) -> Config:
-    """The paper's defaults (utilities.config) with the synthetic data, chip size and batch of this benchmark."""
-    from utilities.config import Config
+    """The paper's defaults (utilities.training.config) with the synthetic data, chip size and batch of this
+    benchmark."""
+    from utilities.training.config import Config
 
     cfg = Config()
     cfg.data.root, cfg.data.chip_size, cfg.data.stride = str(data), args.chip_size, args.chip_size // 2
@@ -81,7 +80,7 @@ def make_config(data: Path, run_dir: Path, args: argparse.Namespace, augment: bo
 
 def build_caches(cfg: Config) -> None:
     """Chip the training and validation scenes once, where make_loaders looks for them (no progress bars)."""
-    from utilities.pipeline import chip_cache
+    from utilities.training.pipeline import chip_cache
 
     for split in ("train", "val"):
         chip_cache(cfg.data, split, Path(cfg.output.run_dir) / "chips", progress=False)
@@ -93,7 +92,7 @@ def pipeline_seconds(cfg: Config, world: World, chips: int) -> Tuple[int, float,
     import numpy as np
     from mxnet import nd
 
-    from utilities.training import limit, make_loaders, to_ctx
+    from utilities.training.step import limit, make_loaders, to_ctx
 
     loader, sampler, augment, _, _ = make_loaders(cfg, world, Path(cfg.output.run_dir))
     if len(sampler) < chips:
@@ -113,7 +112,7 @@ def pipeline_seconds(cfg: Config, world: World, chips: int) -> Tuple[int, float,
 
 
 def training_step_seconds(name: str, batch: List[nd.NDArray], cfg: Config, steps: int) -> float:
-    """Median seconds of a train.py training step (``utilities.training.train_step``, without the non-finite
+    """Median seconds of a train.py training step (``utilities.training.step.train_step``, without the non-finite
     checks) of a fresh hybridized model on ``batch``."""
     from nn import MultitaskFTLoss
 
@@ -122,7 +121,7 @@ def training_step_seconds(name: str, batch: List[nd.NDArray], cfg: Config, steps
     from mxnet import nd
 
     from mantis import get_model
-    from utilities.training import train_step
+    from utilities.training.step import train_step
 
     net = get_model(name)
     net.initialize(mx.init.Xavier())
@@ -144,11 +143,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     import nn  # noqa: F401  (first: OpenMP threads, before MXNet loads)
 
-    from utilities.distributed import init_world, shutdown
+    from utilities.training.distributed import init_world, shutdown
 
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}; mxnet {version('mxnet')}, horovod {version('horovod')}")
+    print_header(f"; mxnet {version('mxnet')}, horovod {version('horovod')}")
     print(f"{args.chip_size}x{args.chip_size} chips (stride {args.chip_size // 2}) of synthetic "
           f"{SCENE_CHIPS * args.chip_size}x{SCENE_CHIPS * args.chip_size} scenes, batch {args.batch}, "
           f"num_workers 0 (train.py's DataLoader); training: {args.model}, hybridized, median of {args.steps} steps "

@@ -13,7 +13,6 @@ operator's output and input gradient too.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 from typing import Callable, Dict
@@ -27,9 +26,9 @@ from nn.ops import upsample2x_kernel, upsample2x_products  # noqa: E402
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_models import machine, median_seconds  # noqa: E402
+from bench_models import median_seconds, print_header  # noqa: E402
 from mxnet import autograd  # noqa: E402
-from mxnet.gluon import nn as gnn  # noqa: E402
+from mxnet.gluon import nn as gluon_nn  # noqa: E402
 
 
 def bilinear_operator(F, x):
@@ -42,7 +41,7 @@ FORMS: Dict[str, Callable] = {"kernel": upsample2x_kernel, "products": upsample2
 
 def step(form: Callable, x: mx.nd.NDArray, dy: mx.nd.NDArray):
     """A hybridized forward + backward of ``form`` on ``x``: returns (run, output, input gradient)."""
-    block = gnn.HybridLambda(form)
+    block = gluon_nn.HybridLambda(form)
     block.hybridize()
     x = x.copy()
     x.attach_grad()
@@ -62,9 +61,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["1,16,256,256", "1,256,16,16", "1,32,128,128"])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    print(f"command: {' '.join([sys.executable] + sys.argv)}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}\n")
+    print_header()
+    print()
     print(f"| input shape | {' | '.join(f'{name} ms' for name in FORMS)} | products / kernel | "
           f"max diff kernel vs operator (out / dx) |")
     print(f"|---|{'---|' * len(FORMS)}---|---|")

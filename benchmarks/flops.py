@@ -17,7 +17,6 @@ training step, e.g. from bench_models.py) it prints the fraction of that peak th
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import time
@@ -32,7 +31,7 @@ import nn  # noqa: E402,F401  (threads first)
 
 import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
-from bench_models import machine  # noqa: E402
+from bench_models import print_header  # noqa: E402
 
 from mantis import get_model  # noqa: E402
 
@@ -115,9 +114,7 @@ def main() -> None:
                         help="measured training-step seconds, one per model, for the fraction of peak")
     args = parser.parse_args()
     peak = matmul_peak()
-    print(f"command: {' '.join([sys.executable] + sys.argv)}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}; measured matmul peak {peak:.0f} GFLOP/s (mx.nd.dot 2048x2048)")
+    print_header(f"; measured matmul peak {peak:.0f} GFLOP/s (mx.nd.dot 2048x2048)")
     print(f"batch {args.batch}, two dates of {args.size}x{args.size}\n")
     print("| model | forward GFLOP (network) | forward GFLOP (dot/batch_dot forms) | forward G element-wise ops | "
           "step GFLOP (3x network) | step s | fraction of matmul peak |")

@@ -12,7 +12,6 @@ markdown table, plus the command, the date and the machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import re
 import shutil
 import sys
@@ -28,11 +27,11 @@ import nn  # noqa: E402,F401  (sets the OpenMP threads before MXNet loads)
 from nn import MultitaskFTLoss  # noqa: E402
 
 import mxnet as mx  # noqa: E402
-from bench_models import machine, random_target  # noqa: E402
+from bench_models import print_header, random_target  # noqa: E402
 from mxnet import gluon, nd  # noqa: E402
 
 from mantis import get_model  # noqa: E402
-from utilities.training import train_step  # noqa: E402
+from utilities.training.step import train_step  # noqa: E402
 
 #: one row of the profiler's "operator" table: name, count, total, min, max, average (ms)
 _ROW = re.compile(r"^(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$")
@@ -90,9 +89,7 @@ def main() -> None:
     shutil.rmtree(trace.parent)
     total = sum(totals.values())
 
-    print(f"command: {' '.join([sys.executable] + sys.argv)}")
-    print(f"date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-    print(f"machine: {machine()}")
+    print_header()
     depth = f" at depth {args.depth}" if args.depth else ""
     print(f"{args.model}{depth}, batch {args.batch}, two dates of {args.size}x{args.size}, hybridized; "
           f"wall {wall:.2f} s per profiled step, operators {total / 1e3 / args.steps:.2f} s per step\n")

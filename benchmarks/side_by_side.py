@@ -73,7 +73,7 @@ def _mantis_network(variant: str, args: argparse.Namespace, fidelity: str) -> Tu
     from nn import MultitaskFTLoss
 
     from mantis import get_model
-    from utilities.memory import return_freed_memory
+    from utilities.training.memory import return_freed_memory
 
     if args.memory_saving:
         return_freed_memory()
@@ -97,7 +97,7 @@ def measure(side: str, variant: str, args: argparse.Namespace) -> dict:
     from mxnet import gluon, nd
 
     sys.path.insert(0, str(ROOT))
-    from utilities.training import train_step
+    from utilities.training.step import train_step
 
     mx.random.seed(args.seed)
     rng = np.random.RandomState(args.seed)
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--psp-depth", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-saving", action="store_true",
-                        help="mantis with train.memory_saving (utilities/memory.py)")
+                        help="mantis with train.memory_saving (utilities/training/memory.py)")
     parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"),
                         help="directory holding the authors' ceecnet package")
     parser.add_argument("--child", help=argparse.SUPPRESS)

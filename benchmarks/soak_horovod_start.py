@@ -4,7 +4,7 @@
     python benchmarks/soak_horovod_start.py --starts 20 --load 2  # under load: 2 busy processes alongside
     make soak
 
-Every start is a fresh run of ``train.py`` on tiny synthetic LEVIR-CD scenes (utilities/synthetic.py) up to the
+Every start is a fresh run of ``train.py`` on tiny synthetic LEVIR-CD scenes (utilities/data/synthetic.py) up to the
 first completed training step, then one validation batch, a checkpoint and the exit (``max_epochs 1``,
 ``max_steps_per_epoch 1``, ``max_val_steps 1``): the start-up path (imports, ``hvd.init``, chip caches, model
 initialisation, the shape-inferring forward, the parameter broadcast) plus the first step and a clean end.
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 sys.path.insert(0, str(ROOT))
 
-from utilities.synthetic import write_levircd_layout  # noqa: E402  (after the path insert)
+from utilities.data.synthetic import write_levircd_layout  # noqa: E402  (after the path insert)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -78,7 +78,7 @@ def run(cmd: List[str], log: Path) -> None:
 
 
 def make_data(out: Path, s: Settings) -> Path:
-    from utilities.synthetic import write_geotiff_scene, write_levircd_layout
+    from utilities.data.synthetic import write_geotiff_scene, write_levircd_layout
 
     write_levircd_layout(out / "levircd", n_per_split={"train": s.train_scenes, "val": s.val_scenes},
                          size=s.scene_size, seed=0, **CHANGE)

@@ -5,7 +5,7 @@
 
 Runs in a second, without MXNet or Horovod, so that a job with a bad input stops at once with one
 line ``error: ...`` on stderr (exit status 2) instead of after N ranks have started: a missing or
-invalid config (unknown keys, types and ranges, via ``utilities.config.load_config`` with the
+invalid config (unknown keys, types and ranges, via ``utilities.training.config.load_config`` with the
 training script's schema, ``Config`` or ``CifarConfig``, whose defaults fill the keys left out) or a
 data path of the config that does not exist. What the data *contain* (matching dates, labels) is left
 to the training script, which stops with its own one-line ``error:`` message.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: utilities/
 
-from utilities.config import CifarConfig, load_config  # noqa: E402
 from utilities.errors import InputError  # noqa: E402
+from utilities.training.config import CifarConfig, load_config  # noqa: E402
 
-#: data fields of utilities.config.DataConfig that name files or folders which must exist
+#: data fields of utilities.training.config.DataConfig that name files or folders which must exist
 DATA_PATHS = ("root", "date1", "date2", "label", "val_date1", "val_date2", "val_label")
 
 

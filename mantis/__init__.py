@@ -5,7 +5,7 @@ Importing the package imports the modules that define models, which registers th
 """
 import nn  # noqa: F401  (sets MXNet's OpenMP threads before MXNet loads)
 
-from . import cifar, models  # noqa: F401  (importing them registers their models)
-from .registry import get_model, list_models, model_parameters, register_model
+from mantis import cifar, models  # noqa: F401  (importing them registers their models)
+from mantis.registry import get_model, list_models, model_parameters, register_model
 
 __all__ = ["get_model", "list_models", "model_parameters", "register_model"]

@@ -13,9 +13,10 @@ from typing import Callable, Dict, Sequence
 
 from nn import CEECUnit, Conv2DN, FTAttResUnit, ResBlock, get_norm
 
-from mxnet.gluon import HybridBlock, nn
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gluon_nn
 
-from .registry import register_model
+from mantis.registry import register_model
 
 
 class ResidualUnit(HybridBlock):
@@ -42,7 +43,7 @@ class DenseN(HybridBlock):
     def __init__(self, units: int, norm: str = "BatchNorm", norm_groups: int = 4, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.dense = nn.Dense(units, use_bias=False)
+            self.dense = gluon_nn.Dense(units, use_bias=False)
             self.norm = get_norm(norm, units, norm_groups)
 
     def hybrid_forward(self, F, x):
@@ -128,7 +129,7 @@ class CifarNet(HybridBlock):
             raise ValueError(f"widths {tuple(widths)} and nheads {tuple(nheads)} need one entry per stage")
         norm_args = dict(norm=norm, norm_groups=norm_groups)
         with self.name_scope():
-            self.features = nn.HybridSequential(prefix="features_")
+            self.features = gluon_nn.HybridSequential(prefix="features_")
             with self.features.name_scope():
                 self.features.add(Conv2DN(widths[0], **norm_args))
                 for stage, (channels, heads) in enumerate(zip(widths, nheads)):
@@ -136,10 +137,10 @@ class CifarNet(HybridBlock):
                         self.features.add(Conv2DN(channels, strides=2, **norm_args))
                     for _ in range(units_per_stage):
                         self.features.add(make_block(channels, heads, ftdepth, norm, norm_groups))
-            self.head = nn.HybridSequential(prefix="head_")
+            self.head = gluon_nn.HybridSequential(prefix="head_")
             with self.head.name_scope():
                 for units in (*dense, classes):
-                    self.head.add(nn.Activation("relu"), DenseN(units, **norm_args))
+                    self.head.add(gluon_nn.Activation("relu"), DenseN(units, **norm_args))
 
     def hybrid_forward(self, F, x):
         return self.head(self.features(x))

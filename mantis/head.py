@@ -25,7 +25,8 @@ from typing import Callable, Dict
 from nn import Conv2DN, PSPPooling, SigmoidCrisp
 from nn.ops import channel_concat
 
-from mxnet.gluon import HybridBlock, nn
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gluon_nn
 
 
 def _sigmoid(F, x):
@@ -46,10 +47,10 @@ class Logits(HybridBlock):
     def __init__(self, channels: int, classes: int, norm: str = "GroupNorm", norm_groups: int = 4, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
-            self.body = nn.HybridSequential()
+            self.body = gluon_nn.HybridSequential()
             for _ in range(2):
-                self.body.add(Conv2DN(channels, norm=norm, norm_groups=norm_groups), nn.Activation("relu"))
-            self.body.add(nn.Conv2D(classes, kernel_size=1))
+                self.body.add(Conv2DN(channels, norm=norm, norm_groups=norm_groups), gluon_nn.Activation("relu"))
+            self.body.add(gluon_nn.Conv2D(classes, kernel_size=1))
 
     def hybrid_forward(self, F, x):
         return self.body(x)

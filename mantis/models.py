@@ -24,7 +24,7 @@ Two fidelities (:data:`FIDELITIES`, the ``fidelity`` argument, through the regis
 - ``"paper"`` (default): the paper wherever it is explicit or its listings agree (module and block
   docstrings say where a choice was made), with Wu & He's per-channel GroupNorm affine.
 - ``"authors"``: the network of the authors' public code (``mantis_dn_cmtsk``), parameter for
-  parameter, so that its trained ``.params`` files load (:func:`mantis.authors.load_authors_parameters`)
+  parameter, so that its trained ``.params`` files load (:func:`utilities.artifacts.authors.load_authors_parameters`)
   and give its outputs: per-group GroupNorm affine, Fusion ending in a ReLU, decoder steps of nearest
   x2 + 1x1 Conv2DN to half the channels + concatenation + 1x1 Conv2DN (no ReLU), or with
   ``upfuse=True`` bilinear x2 + 3x3 Conv2DN grouped by the heads + Fusion; V2's ExpandNCombine
@@ -40,10 +40,11 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 from nn import CEECUnit, ConcatConv2DN, Conv2DN, FTAttResUnit, Fusion, PSPPooling
 from nn.ops import upsample2x
 
-from mxnet.gluon import HybridBlock, nn
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gluon_nn
 
-from .head import ConditionedHead
-from .registry import register_model
+from mantis.head import ConditionedHead
+from mantis.registry import register_model
 
 #: unit name -> factory(channels, nheads, groups, ftdepth, norm, norm_groups, **unit_args)
 UNITS: Dict[str, Callable[..., HybridBlock]] = {
@@ -214,16 +215,16 @@ class MantisCD(HybridBlock):
         with self.name_scope():
             self.stem = Conv2DN(nfilters, kernel_size=1, **normed)
             self.fuse_stem = fusion(0, 1)
-            self.encoder = nn.HybridSequential()
-            self.fusions = nn.HybridSequential()
-            self.downs = nn.HybridSequential()
+            self.encoder = gluon_nn.HybridSequential()
+            self.fusions = gluon_nn.HybridSequential()
+            self.downs = gluon_nn.HybridSequential()
             for level in range(depth):
                 self.encoder.add(block(level, level))
                 if level < depth - 1:
                     self.fusions.add(fusion(level, heads(level)))
                     self.downs.add(Conv2DN(nfilters * 2 ** (level + 1), strides=2, **normed))
             self.middle = PSPPooling(nfilters * 2 ** (depth - 1), depth=psp_depth, **normed)
-            self.decoder = nn.HybridSequential()
+            self.decoder = gluon_nn.HybridSequential()
             for level in range(depth - 2, -1, -1):
                 self.decoder.add(DecoderStep(nfilters * 2 ** level, block(level, level + 1), fid.decoder[upfuse],
                                              upfuse, heads(level + 1), ftdepth, fid.fusion_relu, **normed))

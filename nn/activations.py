@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, NamedTuple
 
+from nn.ops import scalar_times
+
 import mxnet as mx
 from mxnet.gluon import HybridBlock
-
-from .ops import scalar_times
 
 
 class Parametrisation(NamedTuple):

@@ -1,11 +1,11 @@
 """FracTAL: the fractal Tanimoto attention layer (paper Section 5.1, eqs 11-13, Listing 2)."""
 from __future__ import annotations
 
-from mxnet.gluon import HybridBlock
+from nn.conv import Conv2DN
+from nn.norm import get_norm
+from nn.similarity import mean_fractal_tanimoto
 
-from .conv import Conv2DN
-from .norm import get_norm
-from .similarity import mean_fractal_tanimoto
+from mxnet.gluon import HybridBlock
 
 
 def average_weight(F, chan, spat):

@@ -2,9 +2,10 @@
 Appendix C: "a sequential combination of a 2D convolution followed by a normalization layer")."""
 from __future__ import annotations
 
-from mxnet.gluon import HybridBlock, nn
+from nn.norm import get_norm
 
-from .norm import get_norm
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gluon_nn
 
 
 class Conv2DN(HybridBlock):
@@ -31,7 +32,7 @@ class Conv2DN(HybridBlock):
         if padding is None:
             padding = kernel_size // 2
         with self.name_scope():
-            self.conv = nn.Conv2D(channels, kernel_size=kernel_size, strides=strides, padding=padding,
+            self.conv = gluon_nn.Conv2D(channels, kernel_size=kernel_size, strides=strides, padding=padding,
                                   groups=groups, use_bias=False, in_channels=in_channels)
             self.norm = get_norm(norm, channels, norm_groups)
 

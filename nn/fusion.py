@@ -2,12 +2,12 @@
 its plain alternative (concatenation + Conv2DN) that the paper says Fusion can replace."""
 from __future__ import annotations
 
+from nn.attention import FTAttention2D
+from nn.conv import Conv2DN
+from nn.ops import channel_concat, scalar_times
+
 import mxnet as mx
 from mxnet.gluon import HybridBlock
-
-from .attention import FTAttention2D
-from .conv import Conv2DN
-from .ops import channel_concat, scalar_times
 
 
 def scale_by_attention(F, x, gamma, att):

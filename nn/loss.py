@@ -2,9 +2,9 @@
 conditioned head (segmentation, boundary and distance, averaged)."""
 from __future__ import annotations
 
-from mxnet.gluon.loss import Loss, _apply_weighting
+from nn.similarity import Axis, mean_fractal_tanimoto
 
-from .similarity import Axis, mean_fractal_tanimoto
+from mxnet.gluon.loss import Loss, _apply_weighting
 
 
 class FTnmtLoss(Loss):

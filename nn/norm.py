@@ -14,7 +14,7 @@ per-group affine (``2 * groups`` parameters), which the authors' public code tra
   fused kernel does the forward and backward about 30x faster (BENCHMARKS.md).
 - ``"operator"``: MXNet's ``GroupNorm`` operator with unit per-group gamma / zero beta, then the
   per-channel affine as broadcast arithmetic: the straightforward form. It runs on GPUs and exports to
-  ONNX (utilities/export.py converts MXNet's GroupNorm).
+  ONNX (utilities/artifacts/export.py converts MXNet's GroupNorm).
 
 The default is ``"kernel"`` on CPU-only machines where the kernel library is built, otherwise
 ``"operator"``; the environment variable ``MANTIS_GROUPNORM`` or :func:`groupnorm_form` overrides it.
@@ -27,10 +27,11 @@ import math
 import os
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
-import mxnet as mx
-from mxnet.gluon import HybridBlock, nn
+from nn import kernels
 
-from . import kernels
+import mxnet as mx
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gluon_nn
 
 #: the ways :class:`GroupNorm` can compute (module docstring)
 FORMS = ("kernel", "operator")
@@ -136,15 +137,15 @@ class GroupNorm(HybridBlock):
 
 
 def _batch_norm(channels: int, num_groups: int) -> HybridBlock:
-    return nn.BatchNorm(axis=1, in_channels=channels)
+    return gluon_nn.BatchNorm(axis=1, in_channels=channels)
 
 
 def _instance_norm(channels: int, num_groups: int) -> HybridBlock:
-    return nn.InstanceNorm(axis=1, in_channels=channels)
+    return gluon_nn.InstanceNorm(axis=1, in_channels=channels)
 
 
 def _layer_norm(channels: int, num_groups: int) -> HybridBlock:
-    return nn.LayerNorm(axis=1, in_channels=channels)
+    return gluon_nn.LayerNorm(axis=1, in_channels=channels)
 
 
 def _group_norm(channels: int, num_groups: int) -> HybridBlock:

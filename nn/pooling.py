@@ -2,10 +2,11 @@
 middle and head, paper Section 6.2)."""
 from __future__ import annotations
 
-from mxnet.gluon import HybridBlock, nn
+from nn.conv import Conv2DN
+from nn.ops import channel_concat
 
-from .conv import Conv2DN
-from .ops import channel_concat
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gluon_nn
 
 
 def grid_max_pool(F, x, cells: int):
@@ -43,7 +44,7 @@ class PSPPooling(HybridBlock):
         super().__init__(**kwargs)
         self.depth = depth
         with self.name_scope():
-            self.convs = nn.HybridSequential()
+            self.convs = gluon_nn.HybridSequential()
             for _ in range(depth):
                 self.convs.add(Conv2DN(channels, kernel_size=1, norm=norm, norm_groups=norm_groups))
             self.conv_out = Conv2DN(channels, kernel_size=1, norm=norm, norm_groups=norm_groups)

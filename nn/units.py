@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
-import mxnet as mx
-from mxnet.gluon import HybridBlock, nn
+from nn.attention import FTAttention2D
+from nn.conv import Conv2DN
+from nn.fusion import ConcatConv2DN, Fusion, scale_by_attention
+from nn.norm import get_norm
+from nn.ops import upsample2x
 
-from .attention import FTAttention2D
-from .conv import Conv2DN
-from .fusion import ConcatConv2DN, Fusion, scale_by_attention
-from .norm import get_norm
-from .ops import upsample2x
+import mxnet as mx
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gluon_nn
 
 
 class ResBlock(HybridBlock):
@@ -23,10 +24,10 @@ class ResBlock(HybridBlock):
         in_channels = in_channels or channels
         with self.name_scope():
             self.norm1 = get_norm(norm, in_channels, norm_groups)
-            self.conv1 = nn.Conv2D(channels, kernel_size, padding=kernel_size // 2, groups=groups,
+            self.conv1 = gluon_nn.Conv2D(channels, kernel_size, padding=kernel_size // 2, groups=groups,
                                    use_bias=False, in_channels=in_channels)
             self.norm2 = get_norm(norm, channels, norm_groups)
-            self.conv2 = nn.Conv2D(channels, kernel_size, padding=kernel_size // 2, groups=groups,
+            self.conv2 = gluon_nn.Conv2D(channels, kernel_size, padding=kernel_size // 2, groups=groups,
                                    in_channels=channels)
 
     def hybrid_forward(self, F, x):

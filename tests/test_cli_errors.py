@@ -27,8 +27,8 @@ from tests.utilities.fakes import write_geotiff_pair, write_levircd_tree
 from tests.utilities.tiny_models import save_checkpoint, tiny_network
 from utilities import atomic
 from utilities.atomic import WriteError, atomic_path, atomic_write_text, remove_stale_temporaries
-from utilities.config import load_config
 from utilities.errors import InputError
+from utilities.training.config import load_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 

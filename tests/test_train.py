@@ -1,6 +1,6 @@
 """train.py end to end, as users run it: one process, two Horovod ranks, kill and resume, bad input.
 
-Data: the project's own synthetic scenes written in the LEVIR-CD layout (utilities/synthetic.py),
+Data: the project's own synthetic scenes written in the LEVIR-CD layout (utilities/data/synthetic.py),
 chipped at 32x32 so that a tiny model trains in seconds.
 """
 import dataclasses
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
-from utilities.checkpoint import Checkpoints
-from utilities.config import TrainConfig
-from utilities.synthetic import write_levircd_layout
+from utilities.artifacts.checkpoint import Checkpoints
+from utilities.data.synthetic import write_levircd_layout
+from utilities.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -271,7 +271,7 @@ sys.path.insert(0, {root!r})
 import numpy as np
 import train
 from utilities.cli import entry_point
-from utilities.distributed import shutdown
+from utilities.training.distributed import shutdown
 {patch}
 try:
     code = entry_point(train.main, train.FAILURES)(["-c", {config!r}])
@@ -282,14 +282,14 @@ sys.exit(code)
 
 #: NaN in one array of one training chip (0: date 1, 2: change target), injected after the chip cache was built
 POISON_CHIP = """
-from utilities import training
-class Poisoned(training.ChipDataset):
+from utilities.training import step
+class Poisoned(step.ChipDataset):
     def __getitem__(self, index):
         item = super().__getitem__(index)
         if self.cache_dir.name == "train" and index == {index}:
             item[{array}][:] = np.nan
         return item
-training.ChipDataset = Poisoned
+step.ChipDataset = Poisoned
 """
 
 #: NaN gradients (after the all-reduce) in the first step of epoch 2; inputs and losses stay finite
@@ -343,8 +343,8 @@ def test_non_finite_loss_stops_at_once_without_a_checkpoint(tmp_path, gappy_pair
     """A chip turned NaN after the cache (its target: a NaN loss; its date: a NaN input): the run stops
     in the step that sees it, exit 1, one line naming the epoch, the step and the chip; epoch 1 (before)
     keeps its checkpoint, no later one is written."""
-    from utilities.chips import ChipDataset
-    from utilities.distributed import ShardSampler, World
+    from utilities.data.chips import ChipDataset
+    from utilities.training.distributed import ShardSampler, World
 
     cfg = write_config(tmp_path, gappy_pair, train={"max_epochs": 3, **schedule})
     sampler = ShardSampler(14, World(0, 1, 0), shuffle=True, seed=0, pad=True)
@@ -403,7 +403,7 @@ def test_resume_without_checkpoints_warns_and_starts_afresh(tmp_path, scenes):
     ("output", {"run_dir": "{file}/run"}, "output.run_dir {file}/run lies under {file}, which is a file"),
 ], ids=["type", "range", "list", "chip-size", "model-args", "run-dir"])
 def test_bad_config_values_stop_before_any_chip(tmp_path, scenes, section, values, message):
-    """Every kind of config check through train.py (each message in tests/utilities/test_config.py)."""
+    """Every kind of config check through train.py (each message in tests/utilities/training/test_config.py)."""
     (tmp_path / "afile").write_text("")
     values = {k: v.format(file=tmp_path / "afile") if isinstance(v, str) else v for k, v in values.items()}
     data = {"root": str(scenes), **(values if section == "data" else {})}
@@ -422,7 +422,7 @@ import runpy, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 import nn  # noqa: F401  (threads first, as train.py)
-from utilities import distributed
+from utilities.training import distributed
 
 set_epoch = distributed.ShardSampler.set_epoch
 

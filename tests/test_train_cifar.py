@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utilities.checkpoint import Checkpoints
+from utilities.artifacts.checkpoint import Checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUN = {
@@ -136,7 +136,7 @@ def test_slurm_task_count_must_match_horovod_size(tmp_path):
 
 @pytest.mark.parametrize("name", ["cifar10_table_a3.yaml", "cifar10_evolving_loss.yaml"])
 def test_shipped_configs_are_valid(name):
-    from utilities.config import CifarConfig, check_config, load_config
+    from utilities.training.config import CifarConfig, check_config, load_config
 
     path = ROOT / "configs" / name
     cfg = load_config(path, CifarConfig)

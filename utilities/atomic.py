@@ -23,7 +23,7 @@ from typing import Iterator, Union
 
 from rasterio.errors import RasterioError
 
-from .errors import InputError
+from utilities.errors import InputError
 
 PathLike = Union[str, Path]
 #: a write failure with less free space than this on the device is reported as "no space left"

@@ -15,8 +15,8 @@ import functools
 import sys
 from typing import Callable, List, Mapping, Optional, Sequence, Type
 
-from .datasets import LEVIRCD_SPLITS, Sample, levircd_samples, pair_samples
-from .errors import InputError
+from utilities.data.datasets import LEVIRCD_SPLITS, Sample, levircd_samples, pair_samples
+from utilities.errors import InputError
 
 Main = Callable[[Optional[Sequence[str]]], int]
 

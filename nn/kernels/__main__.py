@@ -1,4 +1,4 @@
 """Build mantis's kernel library: ``python -m nn.kernels`` (scripts/install.sh runs it)."""
-from . import build
+from nn.kernels import build
 
 print(f"built {build()}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utilities.synthetic import write_levircd_layout
+from utilities.data.synthetic import write_levircd_layout
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_SLURM = ROOT.parent / "shared" / "tools" / "local_slurm.sh"

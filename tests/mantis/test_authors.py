@@ -1,6 +1,6 @@
 """``fidelity="authors"``: the network of the authors' public code (``mantis_dn_cmtsk``), parameter for
 parameter. Its D6nf32 parameter counts are the authors' (counted by shape inference, nothing computed);
-parameters saved by their network load with ``mantis.authors.load_authors_parameters`` and give their
+parameters saved by their network load with ``utilities.artifacts.authors.load_authors_parameters`` and give their
 outputs (segmentation, boundary, distance) within 1e-5, imperative and hybridized.
 
 The authors' code is the oracle: tests that run it skip where ``../shared/reference`` (relative to the
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from mantis import get_model
-from mantis.authors import load_authors_parameters
 from mantis.summary import count_parameters
+from utilities.artifacts.authors import load_authors_parameters
 from utilities.errors import InputError
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"

@@ -18,7 +18,7 @@ from nn.units import CEECUnit, Expand, ExpandNCombine, FTAttResUnit, ResBlock
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet.gluon import nn as gnn
+from mxnet.gluon import nn as gluon_nn
 
 B, H, W = 2, 8, 8
 
@@ -251,7 +251,7 @@ def test_combiner_backward_after_convolutions(combiner, channels, out_channels, 
     """Backward through a two-input combination of convolution outputs completes with finite gradients.
     Regression guard: MXNet 1.9.1's MKLDNN Concat backward kills the process (SIGFPE) for e.g. two
     8-channel convolution outputs concatenated into a 16-filter convolution."""
-    conv_a, conv_b = gnn.Conv2D(channels, 3, padding=1), gnn.Conv2D(channels, 3, padding=1)
+    conv_a, conv_b = gluon_nn.Conv2D(channels, 3, padding=1), gluon_nn.Conv2D(channels, 3, padding=1)
     block = ConcatConv2DN(out_channels) if combiner == "concat" else Fusion(channels, out_channels=out_channels)
     for blk in (conv_a, conv_b, block):
         blk.initialize()
@@ -527,7 +527,7 @@ def test_groupnorm_per_group_affine(channels, groups, form):
     xg = x.astype(np.float64).reshape(B, g, -1)
     norm = (xg - xg.mean(axis=2, keepdims=True)) / np.sqrt(xg.var(axis=2, keepdims=True) + 1e-5)
     ref = (norm * gamma.reshape(1, g, 1) + beta.reshape(1, g, 1)).reshape(x.shape)
-    mxnet_gn = gnn.GroupNorm(num_groups=g)
+    mxnet_gn = gluon_nn.GroupNorm(num_groups=g)
     mxnet_gn.initialize()
     mxnet_gn(nd(x))
     mxnet_gn.gamma.set_data(nd(gamma))
@@ -548,8 +548,8 @@ def test_groupnorm_unknown_affine():
 def test_get_norm_known(name):
     """get_norm builds the named layer for ``channels`` channels."""
     layer = get_norm(name, 8, 4)
-    expected = {"GroupNorm": GroupNorm, "GroupNormPerGroup": GroupNorm, "BatchNorm": gnn.BatchNorm,
-                "InstanceNorm": gnn.InstanceNorm, "LayerNorm": gnn.LayerNorm}[name]
+    expected = {"GroupNorm": GroupNorm, "GroupNormPerGroup": GroupNorm, "BatchNorm": gluon_nn.BatchNorm,
+                "InstanceNorm": gluon_nn.InstanceNorm, "LayerNorm": gluon_nn.LayerNorm}[name]
     assert isinstance(layer, expected)
     layer.initialize()
     assert layer(randn(B, 8, 4, 4)).shape == (B, 8, 4, 4)

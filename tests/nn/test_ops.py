@@ -9,18 +9,18 @@ from nn.activations import SigmoidCrisp
 from nn.attention import average_weight
 from nn.fusion import scale_by_attention
 from nn.norm import groupnorm_form
-from nn.ops import scalar_times, upsample2x, upsample2x_kernel, upsample2x_products
+from nn.ops import scalar_times, sum_of_products, upsample2x, upsample2x_kernel, upsample2x_products
 from nn.pooling import grid_max_pool
 
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet.gluon import nn as gnn
+from mxnet.gluon import nn as gluon_nn
 
 
 def values_and_grads(fn, arrays, hybridize):
     """Output of ``fn(F, *arrays)`` and the gradients of ``sum(output * w)`` (fixed random ``w``) for each input."""
-    block = gnn.HybridLambda(fn)
+    block = gluon_nn.HybridLambda(fn)
     if hybridize:
         block.hybridize()
     xs = [mx.nd.array(a) for a in arrays]
@@ -89,7 +89,7 @@ def test_same_values_and_gradients_as_broadcast_form(name, hybridize):
 @pytest.mark.parametrize("form", [upsample2x_products, upsample2x_kernel])
 def test_upsample2x_hybridized_graph_follows_the_input_size(form):
     """One hybridized graph serves inputs of different sizes (the interpolation comes from the shape)."""
-    block = gnn.HybridLambda(form)
+    block = gluon_nn.HybridLambda(form)
     block.hybridize()
     for shape in [(1, 2, 3, 5), (2, 2, 6, 4), (1, 2, 3, 5)]:
         x = mx.nd.array(np.random.randn(*shape))
@@ -129,3 +129,31 @@ def test_sigmoid_crisp_matches_broadcast_division(hybridize):
         (ref * w).sum().backward()
     assert_same([out.asnumpy(), xs[0].grad.asnumpy(), block.gamma.grad().asnumpy()],
                 [ref.asnumpy(), xs[1].grad.asnumpy(), raw.grad.asnumpy()])
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("shape,axis", [((2, 3, 5, 7), (2, 3)), ((2, 3, 5, 7), (1,)), ((4, 10), (1,)),
+                                        ((2, 3, 4, 4), (1, 2, 3))])
+def test_matrix_product_sums_equal_plain_sums(shape, axis, hybridize):
+    """The batched matrix-product form of the similarity's sums gives MXNet's ``sum(a * b)`` values and
+    gradients (the reductions the FracTAL runs on (B, C, H, W) tensors, and class vectors (B, K))."""
+    rng = np.random.RandomState(3)
+    weight = mx.nd.array(rng.rand(*[1 if i in axis else n for i, n in enumerate(shape)]))
+    a_np, b_np = rng.rand(*shape), rng.rand(*shape)
+    results = []
+    plain = lambda F, a, b: F.sum(a * b, axis=axis, keepdims=True)  # noqa: E731
+    for form in (lambda F, a, b: sum_of_products(F, a, b, axis), plain):
+        block = gluon_nn.HybridLambda(form)
+        if hybridize:
+            block.hybridize()
+        a, b = mx.nd.array(a_np), mx.nd.array(b_np)
+        a.attach_grad()
+        b.attach_grad()
+        with mx.autograd.record():
+            out = block(a, b)
+            loss = (out * weight).sum()
+        loss.backward()
+        results.append([out.asnumpy(), a.grad.asnumpy(), b.grad.asnumpy()])
+    for new, ref in zip(*results):
+        assert new.shape == ref.shape
+        np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-5)

@@ -11,13 +11,11 @@ from nn.similarity import (
     fractal_tanimoto,
     fractal_tanimoto_complement,
     mean_fractal_tanimoto,
-    sum_of_products,
 )
 
 import mxnet as mx
 import numpy as np
 import pytest
-from mxnet.gluon import nn as gnn
 
 SHAPE = (2, 4, 8, 8)
 AXES = [(2, 3), (1,), (1, 2, 3)]
@@ -299,31 +297,3 @@ def test_invalid_depth_rejected(depth):
     x = mx.nd.ones((1, 1, 2, 2))
     with pytest.raises(ValueError):
         mean_fractal_tanimoto(mx.nd, x, x, depth=depth)
-
-
-@pytest.mark.parametrize("hybridize", [False, True])
-@pytest.mark.parametrize("shape,axis", [((2, 3, 5, 7), (2, 3)), ((2, 3, 5, 7), (1,)), ((4, 10), (1,)),
-                                        ((2, 3, 4, 4), (1, 2, 3))])
-def test_matrix_product_sums_equal_plain_sums(shape, axis, hybridize):
-    """The batched matrix-product form of the similarity's sums gives MXNet's ``sum(a * b)`` values and
-    gradients (the reductions the FracTAL runs on (B, C, H, W) tensors, and class vectors (B, K))."""
-    rng = np.random.RandomState(3)
-    weight = mx.nd.array(rng.rand(*[1 if i in axis else n for i, n in enumerate(shape)]))
-    a_np, b_np = rng.rand(*shape), rng.rand(*shape)
-    results = []
-    plain = lambda F, a, b: F.sum(a * b, axis=axis, keepdims=True)  # noqa: E731
-    for form in (lambda F, a, b: sum_of_products(F, a, b, axis), plain):
-        block = gnn.HybridLambda(form)
-        if hybridize:
-            block.hybridize()
-        a, b = mx.nd.array(a_np), mx.nd.array(b_np)
-        a.attach_grad()
-        b.attach_grad()
-        with mx.autograd.record():
-            out = block(a, b)
-            loss = (out * weight).sum()
-        loss.backward()
-        results.append([out.asnumpy(), a.grad.asnumpy(), b.grad.asnumpy()])
-    for new, ref in zip(*results):
-        assert new.shape == ref.shape
-        np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-5)

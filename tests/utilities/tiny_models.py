@@ -1,8 +1,9 @@
 """Tiny trained-looking checkpoints for the evaluation, selection and export tests.
 
 Networks come from the model registry (``get_model``) with random parameters and are saved through
-:class:`utilities.checkpoint.Checkpoints` with the :class:`~utilities.checkpoint.CheckpointRecord` that ``train.py``
-writes (model, model_args, normalization, bands, metrics), so that ``load_predictor`` reads them like real checkpoints.
+:class:`utilities.artifacts.checkpoint.Checkpoints` with the
+:class:`~utilities.artifacts.checkpoint.CheckpointRecord` that ``train.py`` writes (model, model_args,
+normalization, bands, metrics), so that ``load_predictor`` reads them like real checkpoints.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import mxnet as mx
 from mxnet import gluon
 
 from mantis import get_model
-from utilities.checkpoint import CheckpointRecord, Checkpoints
+from utilities.artifacts.checkpoint import CheckpointRecord, Checkpoints
 
 #: per-band mean/std of 8-bit RGB images
 NORMALIZATION = {"mean": [110.0, 115.0, 100.0], "std": [50.0, 48.0, 52.0]}

@@ -1,0 +1,166 @@
+"""Tiling geometry and strip streaming of large-raster inference (paper Section 8.5.1), without a model."""
+import cv2
+import numpy as np
+import pytest
+
+from utilities.errors import InputError
+from utilities.raster.tiling import StripAccumulator, Tiling, check_window, reflect_index, stream_strips
+
+GEOMETRIES = [(200, 300, 64, 16), (37, 53, 16, 8), (256, 256, 256, 64), (5, 7, 32, 8), (1, 9, 16, 4),
+              (30, 40, 24, 24)]
+
+
+def coverage(tiling: Tiling, size: int, origins: np.ndarray) -> np.ndarray:
+    """How many windows cover each pixel of an axis of the raster (pixel i is padded pixel pad + i)."""
+    pixels = tiling.pad + np.arange(size)
+    return ((origins[:, None] <= pixels) & (pixels < origins[:, None] + tiling.window)).sum(axis=0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 17])
+@pytest.mark.parametrize("pad", [0, 1, 4, 16, 40])
+def test_reflect_index_is_numpy_reflect_padding_also_beyond_the_raster(size, pad):
+    axis = np.arange(size)
+    expected = np.pad(axis, pad, mode="reflect")
+    np.testing.assert_array_equal(reflect_index(np.arange(-pad, size + pad), size), expected)
+    if size > 1:  # and OpenCV's BORDER_REFLECT_101, which the paper's code uses
+        row = cv2.copyMakeBorder(axis[None].astype(np.float32), 0, 0, pad, pad, cv2.BORDER_REFLECT_101)[0]
+        np.testing.assert_array_equal(row, expected)
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
+def test_padding_geometry(height, width, window, stride):
+    t = Tiling(height, width, window, stride)
+    assert t.pad == window - stride
+    for size, padded, origins in ((height, t.padded_height, t.row_origins), (width, t.padded_width, t.col_origins)):
+        after = padded - t.pad - size
+        assert t.pad <= after < t.pad + stride  # just enough to complete the last window
+        np.testing.assert_array_equal(origins, np.arange(len(origins)) * stride)
+        assert origins[-1] + window == padded
+    expected = np.pad(np.arange(height), (t.pad, t.padded_height - t.pad - height), mode="reflect")
+    np.testing.assert_array_equal(t.source_rows(0, t.padded_height), expected)
+    expected = np.pad(np.arange(width), (t.pad, t.padded_width - t.pad - width), mode="reflect")
+    np.testing.assert_array_equal(t.source_cols(), expected)
+    assert t.n_windows == len(t.row_origins) * len(t.col_origins)
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
+def test_every_pixel_is_covered_equally_at_the_borders_and_inside(height, width, window, stride):
+    """Padding by window - stride: each pixel, first and last ones included, lies in (window / stride)^2 windows."""
+    t = Tiling(height, width, window, stride)
+    per_axis = window // stride
+    np.testing.assert_array_equal(coverage(t, height, t.row_origins), per_axis)
+    np.testing.assert_array_equal(coverage(t, width, t.col_origins), per_axis)
+
+
+def test_stride_not_dividing_the_window_still_covers_every_pixel():
+    t = Tiling(50, 60, 32, 12)
+    for size, origins in ((50, t.row_origins), (60, t.col_origins)):
+        assert coverage(t, size, origins).min() >= 32 // 12
+
+
+def test_accumulator_averages_overlapping_windows_and_moves_down():
+    acc = StripAccumulator(channels=2, rows=4, width=6)
+    acc.add(0, np.full((2, 4, 4), 1.0))
+    acc.add(2, np.full((2, 4, 4), 3.0))
+    top = acc.pop(2)
+    np.testing.assert_allclose(top[:, :, :2], 1.0)
+    np.testing.assert_allclose(top[:, :, 2:4], 2.0)  # two windows: (1 + 3) / 2
+    np.testing.assert_allclose(top[:, :, 4:], 3.0)
+    assert top.shape == (2, 2, 6)
+    # the two rows below moved up (sums 1, 1 + 3, 3); the new bottom rows start empty
+    acc.add(0, np.full((2, 4, 4), 5.0))
+    acc.add(2, np.full((2, 4, 4), 9.0))
+    np.testing.assert_allclose(acc.pop(4)[1], [[3, 3, 4.5, 4.5, 6, 6]] * 2 + [[5, 5, 7, 7, 9, 9]] * 2)
+
+
+class RecordingReader:
+    """Rows of a known raster, recording every span read."""
+
+    def __init__(self, image: np.ndarray):
+        self.image, self.spans = image, []
+
+    def __call__(self, row0, row1):
+        self.spans.append((row0, row1))
+        return self.image[:, row0:row1].copy()
+
+
+def streamed(image, window, stride, predict, batch_size=3):
+    t = Tiling(image.shape[1], image.shape[2], window, stride)
+    reader = RecordingReader(image)
+    return t, reader, list(stream_strips(t, reader, predict, batch_size))
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
+def test_streaming_emits_every_row_once_in_order_with_its_inputs(height, width, window, stride):
+    image = np.random.default_rng(0).random((2, height, width)).astype(np.float32)
+    t, reader, strips = streamed(image, window, stride, predict=lambda batch: batch * 2)
+    rows = np.concatenate([np.arange(s.row, s.row + s.inputs.shape[1]) for s in strips])
+    np.testing.assert_array_equal(rows, np.arange(height))  # each row once, in order
+    for s in strips:
+        assert s.inputs.shape[1] == s.outputs.shape[1] and s.outputs.shape[2] == width
+    np.testing.assert_array_equal(np.concatenate([s.inputs for s in strips], axis=1), image)
+    # a pixelwise model: every window predicts the same value at a pixel, so the average is that value
+    np.testing.assert_allclose(np.concatenate([s.outputs for s in strips], axis=1), image * 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
+def test_streaming_averages_all_windows_over_each_pixel(height, width, window, stride):
+    """Each window predicts its own number: the streamed result is the mean of the numbers of the windows over
+    each pixel, as a direct sum over the whole padded raster gives it."""
+    counter = iter(range(10 ** 6))
+
+    def numbered(batch):
+        return np.stack([np.full((1, window, window), next(counter), np.float32) for _ in batch])
+
+    image = np.zeros((1, height, width), np.float32)
+    t, _, strips = streamed(image, window, stride, numbered)
+    total = np.zeros((t.padded_height, t.padded_width))
+    count = np.zeros_like(total)
+    number = 0
+    for r in t.row_origins:  # the order of the windows: rows of windows, left to right
+        for c in t.col_origins:
+            total[r:r + window, c:c + window] += number
+            count[r:r + window, c:c + window] += 1
+            number += 1
+    expected = (total / count)[t.pad:t.pad + height, t.pad:t.pad + width]
+    np.testing.assert_allclose(np.concatenate([s.outputs[0] for s in strips]), expected, rtol=1e-6)
+
+
+def test_streaming_reads_each_row_about_once_in_spans_of_at_most_a_window():
+    height, window, stride = 500, 32, 8
+    image = np.arange(height, dtype=np.float32)[None, :, None].repeat(20, axis=2)
+    t, reader, _ = streamed(image, window, stride, predict=lambda batch: batch)
+    assert all(row1 - row0 <= window for row0, row1 in reader.spans)
+    # interior rows once; the reflected margins (pad + up to pad + stride - 1 rows) once more
+    assert sum(row1 - row0 for row0, row1 in reader.spans) <= height + 2 * t.pad + stride
+
+
+def test_raster_smaller_than_a_window_is_reflect_padded_up_to_the_window():
+    image = np.arange(15, dtype=np.float32).reshape(1, 3, 5)
+    seen = []
+
+    def record(batch):
+        seen.extend(batch)
+        return batch
+
+    t, _, strips = streamed(image, 16, 8, record)
+    rows, cols = t.source_rows(0, t.padded_height), t.source_cols()
+    padded = image[0][rows][:, cols]  # folded reflections: 3 rows become 24
+    np.testing.assert_array_equal(seen[0][0], padded[:16, :16])
+    np.testing.assert_array_equal(np.concatenate([s.outputs for s in strips], axis=1), image)
+
+
+@pytest.mark.parametrize("window, stride, multiple, message", [
+    (100, 64, 32, "window 100 is not a multiple of 32, which the model needs (its input sides must be multiples "
+                  "of 32): use 96 or 128."),
+    (16, 8, 32, "window 16 is not a multiple of 32, which the model needs (its input sides must be multiples "
+                 "of 32): use 32."),
+    (64, 128, 1, "window 64 and stride 128 are not usable: the tiling needs 1 <= stride <= window "
+                 "(the paper: window 256, stride 64)."),
+    (64, 0, 1, "window 64 and stride 0 are not usable: the tiling needs 1 <= stride <= window "
+               "(the paper: window 256, stride 64)."),
+])
+def test_bad_window_is_refused(window, stride, multiple, message):
+    with pytest.raises(InputError) as err:
+        check_window(window, stride, multiple)
+    assert str(err.value) == message

@@ -1,0 +1,1 @@
+"""Artifacts of training: checkpoints, models and ensembles loaded from them, ONNX export."""
