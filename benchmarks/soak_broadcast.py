@@ -49,7 +49,8 @@ def worker(rounds: int, arrays: int) -> int:
     from mxnet import nd
 
     hvd.init()
-    values = [nd.full((4,), float(hvd.rank() + 1) * (i + 1)) for i in range(arrays)]
+    rank = hvd.rank()
+    values = [nd.full((4,), float(rank + 1) * (i + 1)) for i in range(arrays)]
     for _ in range(rounds):
         for i, value in enumerate(values):
             hvd.broadcast_(value, root_rank=0, name=f"soak.{i}")
@@ -57,7 +58,7 @@ def worker(rounds: int, arrays: int) -> int:
     wrong = [i for i, value in enumerate(values) if (value.asnumpy() != float(i + 1)).any()]
     hvd.shutdown()
     if wrong:
-        print(f"rank {hvd.rank()}: arrays {wrong[:5]} do not hold rank 0's values", file=sys.stderr)
+        print(f"rank {rank}: arrays {wrong[:5]} do not hold rank 0's values", file=sys.stderr)
     return 1 if wrong else 0
 
 
