@@ -23,14 +23,10 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from nn import Conv2DN, PSPPooling, SigmoidCrisp
-from nn.ops import channel_concat
+from nn.ops import channel_concat, relu, sigmoid
 
 from mxnet.gluon import HybridBlock
 from mxnet.gluon import nn as gluon_nn
-
-
-def _sigmoid(F, x):
-    return F.sigmoid(x)
 
 
 def _softmax(F, x):
@@ -38,7 +34,7 @@ def _softmax(F, x):
 
 
 #: name -> activation of the distance output (per-class sigmoid, or softmax over the classes)
-DISTANCE_ACTIVATIONS: Dict[str, Callable] = {"sigmoid": _sigmoid, "softmax": _softmax}
+DISTANCE_ACTIVATIONS: Dict[str, Callable] = {"sigmoid": sigmoid, "softmax": _softmax}
 
 
 class Logits(HybridBlock):
@@ -69,7 +65,7 @@ class ConditionedHead(HybridBlock):
         super().__init__(**kwargs)
         if distance not in DISTANCE_ACTIVATIONS:
             raise ValueError(f"unknown distance activation {distance!r}; choose one of {sorted(DISTANCE_ACTIVATIONS)}")
-        self._distance = DISTANCE_ACTIVATIONS[distance] if classes > 1 else _sigmoid
+        self._distance = DISTANCE_ACTIVATIONS[distance] if classes > 1 else sigmoid
         self.classes = classes
         conv = dict(norm=norm, norm_groups=norm_groups)
         with self.name_scope():
@@ -84,15 +80,15 @@ class ConditionedHead(HybridBlock):
 
     def hybrid_forward(self, F, decoder_features, fused_first):
         convl = channel_concat(F, fused_first, decoder_features)
-        conv = F.relu(self.psp(fused_first, decoder_features))
+        conv = relu(F, self.psp(fused_first, decoder_features))
 
         dist = self._distance(F, self.dist_logits(convl))
-        dist_eq = F.relu(self.dist_eq(dist))
+        dist_eq = relu(F, self.dist_eq(dist))
 
         bound = self.bound_act(self.bound_logits(channel_concat(F, conv, dist_eq)))
-        bound_eq = F.relu(self.bound_eq(bound))
+        bound_eq = relu(F, self.bound_eq(bound))
 
-        both = F.relu(self.combine_eq(channel_concat(F, bound_eq, dist_eq)))
+        both = relu(F, self.combine_eq(channel_concat(F, bound_eq, dist_eq)))
         segm = self.segm_logits(channel_concat(F, both, conv))
-        segm = F.softmax(segm, axis=1) if self.classes > 1 else F.sigmoid(segm)
+        segm = F.softmax(segm, axis=1) if self.classes > 1 else sigmoid(F, segm)
         return segm, bound, dist

@@ -38,7 +38,7 @@ from functools import partial
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 from nn import CEECUnit, ConcatConv2DN, Conv2DN, FTAttResUnit, Fusion, PSPPooling
-from nn.ops import upsample2x
+from nn.ops import relu, upsample2x
 
 from mxnet.gluon import HybridBlock
 from mxnet.gluon import nn as gluon_nn
@@ -139,9 +139,9 @@ class DecoderStep(HybridBlock):
             self.unit = unit
 
     def hybrid_forward(self, F, deep, skip):
-        up = F.relu(self.up(self._upsample(F, deep)))
+        up = relu(F, self.up(self._upsample(F, deep)))
         combined = self.combine(up, skip)
-        return self.unit(F.relu(combined) if self.relu else combined)
+        return self.unit(relu(F, combined) if self.relu else combined)
 
 
 def _lookup(table: dict, key, what: str):
@@ -252,7 +252,7 @@ class MantisCD(HybridBlock):
         feats2, stem2 = self.encode(F, date2)
         fused_stem = self.fuse_stem(stem1, stem2)
         skips = [fuse(a, b) for fuse, a, b in zip(self.fusions, feats1, feats2)]
-        h = F.relu(self.middle(feats1[-1], feats2[-1]))
+        h = relu(F, self.middle(feats1[-1], feats2[-1]))
         for step, skip in zip(self.decoder, reversed(skips)):
             h = step(h, skip)
         return self.head(h, fused_stem)

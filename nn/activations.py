@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Dict, NamedTuple
 
-from nn.ops import scalar_times
+from nn.ops import scalar_times, sigmoid
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock
@@ -73,10 +73,10 @@ class SigmoidCrisp(HybridBlock):
             self.gamma = self.params.get("gamma", shape=(1,), init=mx.init.Constant(raw_init))
 
     def _effective(self, F, raw):
-        return F.sigmoid(raw) * self.span + self.smooth
+        return sigmoid(F, raw) * self.span + self.smooth
 
     def hybrid_forward(self, F, x, gamma):
-        return F.sigmoid(scalar_times(F, F.reciprocal(self._effective(F, gamma)), x))
+        return sigmoid(F, scalar_times(F, F.reciprocal(self._effective(F, gamma)), x))
 
     def gamma_value(self) -> float:
         """The effective gamma of eq. 18."""

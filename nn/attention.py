@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from nn.conv import Conv2DN
 from nn.norm import get_norm
+from nn.ops import sigmoid
 from nn.similarity import mean_fractal_tanimoto
 
 from mxnet.gluon import HybridBlock
@@ -67,9 +68,9 @@ class FTAttention2D(HybridBlock):
     def hybrid_forward(self, F, qin, kin=None, vin=None):
         kin = qin if kin is None else kin
         vin = kin if vin is None else vin
-        q = F.sigmoid(self.query(qin))
-        k = F.sigmoid(self.key(kin))
-        v = F.sigmoid(self.value(vin))
+        q = sigmoid(F, self.query(qin))
+        k = sigmoid(F, self.key(kin))
+        v = sigmoid(F, self.value(vin))
         chan = mean_fractal_tanimoto(F, q, k, self.ftdepth, (2, 3), self.smooth)  # (B, C, 1, 1)
         spat = mean_fractal_tanimoto(F, q, k, self.ftdepth, (1,), self.smooth)    # (B, 1, H, W)
         weight = F.reshape_like(average_weight(F, chan, spat), v)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nn.attention import FTAttention2D
 from nn.conv import Conv2DN
-from nn.ops import channel_concat, scalar_times
+from nn.ops import channel_concat, relu, scalar_times
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock
@@ -78,4 +78,4 @@ class Fusion(HybridBlock):
         out12 = scale_by_attention(F, x1, gamma1, self.att12(x1, x2, x2))
         out21 = scale_by_attention(F, x2, gamma2, self.att21(x2, x1, x1))
         out = self.fuse(channel_concat(F, out12, out21))
-        return F.relu(out) if self.relu else out
+        return relu(F, out) if self.relu else out

@@ -20,6 +20,18 @@ def channel_concat(F, *xs):
     return F.reshape_like(F.concat(*flat, dim=1), xs[0], lhs_begin=2, lhs_end=None, rhs_begin=2, rhs_end=None)
 
 
+def relu(F, x):
+    """``max(0, x)`` as ``Activation``: on CPU MKLDNN's vectorised, multithreaded kernel, where
+    MXNet 1.9.1's ``relu`` operator runs one thread (same values and gradients)."""
+    return F.Activation(x, act_type="relu")
+
+
+def sigmoid(F, x):
+    """``1 / (1 + exp(-x))`` as ``Activation``: on CPU MKLDNN's vectorised, multithreaded kernel, 3-5x
+    faster than MXNet 1.9.1's one-thread ``sigmoid`` operator (values equal to float32 rounding)."""
+    return F.Activation(x, act_type="sigmoid")
+
+
 def scalar_times(F, gamma, x):
     """``gamma * x`` for a one-element ``gamma`` (shape ``(1,)``) and ``x`` of shape (B, C, H, W).
 

@@ -23,8 +23,10 @@ eq. 12). Reductions keep their axes so results broadcast against the inputs.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
+from nn import kernels
+from nn.norm import current_form
 from nn.ops import sum_of_products
 
 from mxnet.gluon import HybridBlock
@@ -33,10 +35,38 @@ Axis = Sequence[int]
 
 
 def tanimoto_terms(F, p, l, axis: Axis = (2, 3)) -> Tuple[object, object, object]:
-    """Return ``(p.l, (1-p).(1-l), sum (p-l)^2)`` summed over ``axis`` (axes kept)."""
+    """Return ``(p.l, (1-p).(1-l), sum (p-l)^2)`` summed over ``axis`` (axes kept).
+
+    Computed in GroupNorm's form (:func:`nn.norm.current_form`): with the kernel library, the spatial
+    axes (2, 3) and the channel axis (1,) of (B, C, H, W) tensors go to its fused operator
+    (:func:`tanimoto_terms_kernel`); other axes, GPUs and ONNX export compose MXNet operators
+    (:func:`tanimoto_terms_products`).
+    """
+    form = current_form() if tuple(axis) in KERNEL_AXES else "operator"
+    return TANIMOTO_TERMS_FORMS[form](F, p, l, axis)
+
+
+def tanimoto_terms_products(F, p, l, axis: Axis = (2, 3)) -> Tuple[object, object, object]:
+    """:func:`tanimoto_terms` from MXNet operators: three :func:`nn.ops.sum_of_products`."""
     diff = p - l
     inner = sum_of_products(F, p, l, axis)
     return inner, sum_of_products(F, 1.0 - p, 1.0 - l, axis), sum_of_products(F, diff, diff, axis)
+
+
+def tanimoto_terms_kernel(F, p, l, axis: Axis = (2, 3)) -> Tuple[object, object, object]:
+    """:func:`tanimoto_terms` as mantis's fused CPU operator ``mantis_tanimoto_terms``
+    (``nn/kernels/tanimoto.cc``): one pass over ``p`` and ``l`` forward and one backward, no full-size
+    intermediates kept for the backward pass."""
+    if not kernels.load():
+        raise ValueError(f"tanimoto_terms form 'kernel' needs {kernels.LIBRARY}; run `bash scripts/install.sh`")
+    inner, inner_c, dist = F.mantis_tanimoto_terms(p, l, over=KERNEL_AXES[tuple(axis)])
+    return inner, inner_c, dist
+
+
+#: axes of (B, C, H, W) tensors -> what ``mantis_tanimoto_terms`` sums over
+KERNEL_AXES: Dict[Tuple[int, ...], str] = {(2, 3): "pixels", (1,): "channels"}
+#: form name (:data:`nn.norm.FORMS`) -> how :func:`tanimoto_terms` computes
+TANIMOTO_TERMS_FORMS: Dict[str, Callable] = {"kernel": tanimoto_terms_kernel, "operator": tanimoto_terms_products}
 
 
 def _ratio(numerator, scaled_dist):

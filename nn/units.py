@@ -8,7 +8,7 @@ from nn.attention import FTAttention2D
 from nn.conv import Conv2DN
 from nn.fusion import ConcatConv2DN, Fusion, scale_by_attention
 from nn.norm import get_norm
-from nn.ops import upsample2x
+from nn.ops import relu, upsample2x
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock
@@ -31,8 +31,8 @@ class ResBlock(HybridBlock):
                                    in_channels=channels)
 
     def hybrid_forward(self, F, x):
-        x = self.conv1(F.relu(self.norm1(x)))
-        return self.conv2(F.relu(self.norm2(x)))
+        x = self.conv1(relu(F, self.norm1(x)))
+        return self.conv2(relu(F, self.norm2(x)))
 
 
 class FTAttResUnit(HybridBlock):
@@ -66,8 +66,8 @@ class Expand(HybridBlock):
             self.conv2 = Conv2DN(channels, groups=groups, norm=norm, norm_groups=norm_groups)
 
     def hybrid_forward(self, F, x):
-        x = F.relu(self.conv1(upsample2x(F, x)))
-        return F.relu(self.conv2(x))
+        x = relu(F, self.conv1(upsample2x(F, x)))
+        return relu(F, self.conv2(x))
 
 
 class ExpandNCombine(HybridBlock):
@@ -93,10 +93,10 @@ class ExpandNCombine(HybridBlock):
                                          ftdepth=ftdepth, norm=norm, norm_groups=norm_groups)
 
     def hybrid_forward(self, F, low, high):
-        up = F.relu(self.conv(upsample2x(F, low)))
+        up = relu(F, self.conv(upsample2x(F, low)))
         if self.high_conv:
-            high = F.relu(self.conv_high(high))
-        return F.relu(self.combine(up, high))
+            high = relu(F, self.conv_high(high))
+        return relu(F, self.combine(up, high))
 
 
 def _concat_combiner(in_channels, out_channels, nheads, groups, ftdepth, norm, norm_groups, kernel_size):
@@ -188,16 +188,16 @@ class CEECUnit(HybridBlock):
 
     def hybrid_forward(self, F, x, gamma1, gamma2, gamma3):
         c = self.conv_ce(x)
-        ce = F.relu(self.compress_ce1(c))
-        ce = F.relu(self.compress_ce2(ce))
+        ce = relu(F, self.compress_ce1(c))
+        ce = relu(F, self.compress_ce2(ce))
         ce = self.expand_ce(ce, c)
 
         e = self.conv_ec(x)
         ec = self.expand_ec(e)
-        ec = F.relu(self.compress_ec(ec))
-        ec = F.relu(self.combine_ec(ec, e))
+        ec = relu(F, self.compress_ec(ec))
+        ec = relu(F, self.combine_ec(ec, e))
 
         ce_att = scale_by_attention(F, ce, gamma2, self.att_ce(ce, ec, ec))
         ec_att = scale_by_attention(F, ec, gamma3, self.att_ec(ec, ce, ce))
-        out = F.relu(self.collect(ce_att, ec_att))
+        out = relu(F, self.collect(ce_att, ec_att))
         return scale_by_attention(F, x + out, gamma1, self.att(x))

@@ -1,9 +1,15 @@
 """mantis's own CPU operators: an MXNet 1.9 custom-operator library (``mxnet/lib_api.h``).
 
-One operator so far, ``mantis_group_norm`` (``group_norm.cc``): GroupNorm with a per-channel affine,
-forward and backward, because MXNet's own GroupNorm operator was 40 % of a training step on CPU and no
-composition of MXNet operators came near a fused kernel (BENCHMARKS.md). ``scripts/install.sh``
-builds the library (``python -m nn.kernels``); :func:`load` registers its operators with MXNet.
+Each fuses what took many passes over memory as a composition of MXNet operators (BENCHMARKS.md):
+
+- ``mantis_group_norm`` (``group_norm.cc``): GroupNorm with a per-channel affine; MXNet's own GroupNorm
+  operator was 40 % of a training step on CPU.
+- ``mantis_upsample2x`` (``upsample2x.cc``): the bilinear x2 resize of the paper's E operation.
+- ``mantis_tanimoto_terms`` (``tanimoto.cc``): the three sums of the fractal Tanimoto similarity,
+  over pixels or over channels, without full-size intermediates.
+
+``scripts/install.sh`` builds the library (``python -m nn.kernels``); :func:`load` registers its
+operators with MXNet.
 """
 from __future__ import annotations
 

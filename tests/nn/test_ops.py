@@ -1,15 +1,15 @@
-"""The matrix-product forms that replace MXNet broadcast operators (nn.ops.scalar_times,
+"""The forms that replace MXNet operators: matrix products for broadcasts (nn.ops.scalar_times,
 nn.fusion.scale_by_attention, nn.attention.average_weight, nn.pooling.grid_max_pool, SigmoidCrisp's
-division), and the forms of nn.ops.upsample2x (matrix products replacing BilinearResize2D, the fused
-kernel replacing the matrix products): same values and gradients as the operators they replace,
-imperative and hybridized."""
+division), the forms of nn.ops.upsample2x (matrix products replacing BilinearResize2D, the fused
+kernel replacing the matrix products), ``Activation`` for nn.ops.relu and nn.ops.sigmoid: same values
+and gradients as the operators they replace, imperative and hybridized."""
 import json
 
 from nn.activations import SigmoidCrisp
 from nn.attention import average_weight
 from nn.fusion import scale_by_attention
 from nn.norm import groupnorm_form
-from nn.ops import scalar_times, sum_of_products, upsample2x, upsample2x_kernel, upsample2x_products
+from nn.ops import relu, scalar_times, sigmoid, sum_of_products, upsample2x, upsample2x_kernel, upsample2x_products
 from nn.pooling import grid_max_pool
 
 import mxnet as mx
@@ -59,6 +59,9 @@ CASES = {
     "grid_max_pool-1": (*pool_case(1), [(2, 3, 6, 10)]),
     "grid_max_pool-2": (*pool_case(2), [(2, 3, 6, 10)]),
     "grid_max_pool-4": (*pool_case(4), [(2, 2, 8, 12)]),
+    "relu": (relu, lambda F, x: F.relu(x), [(2, 8, 16, 12)]),
+    "sigmoid": (sigmoid, lambda F, x: F.sigmoid(x), [(2, 8, 16, 12)]),
+    "sigmoid-one-element": (sigmoid, lambda F, x: F.sigmoid(x), [(1,)]),
 }
 
 

@@ -6,11 +6,17 @@ Reference conventions: the comparisons with the paper's formulas use ``smooth=0`
 the same ``smooth`` to numerator and denominator of eq. 5, as the authors' public code does:
 ``(p.l + s) / (2^d (p.p + l.l) - (2^(d+1) - 1) p.l + s)``.
 """
+import json
+
+from nn.norm import groupnorm_form
 from nn.similarity import (
     FTanimoto,
     fractal_tanimoto,
     fractal_tanimoto_complement,
     mean_fractal_tanimoto,
+    tanimoto_terms,
+    tanimoto_terms_kernel,
+    tanimoto_terms_products,
 )
 
 import mxnet as mx
@@ -297,3 +303,62 @@ def test_invalid_depth_rejected(depth):
     x = mx.nd.ones((1, 1, 2, 2))
     with pytest.raises(ValueError):
         mean_fractal_tanimoto(mx.nd, x, x, depth=depth)
+
+
+# ----------------------------------------------------------------------------- the fused sums
+
+def _terms_and_grads(form, p_np, l_np, axis, hybridize, label_grad=True):
+    """The three sums of ``form`` and the gradients of ``sum(w_i * sum_i)`` (fixed random ``w_i``)."""
+    block = mx.gluon.nn.HybridLambda(lambda F, p, l: F.concat(*[t.reshape((0, -1)) for t in form(F, p, l, axis)],
+                                                              dim=1))
+    if hybridize:
+        block.hybridize()
+    p, l = mx.nd.array(p_np), mx.nd.array(l_np)
+    p.attach_grad()
+    if label_grad:
+        l.attach_grad()
+    weights = mx.nd.array(np.random.RandomState(11).randn(p_np.shape[0], 3 * int(block(p, l).shape[1] // 3)))
+    with mx.autograd.record():
+        out = block(p, l)
+        (out * weights).sum().backward()
+    return out.asnumpy(), p.grad.asnumpy(), l.grad.asnumpy() if label_grad else None, weights.asnumpy()
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("shape,axis", [((2, 3, 5, 7), (2, 3)), ((2, 3, 5, 7), (1,)), ((1, 40, 33, 17), (1,)),
+                                        ((1, 3, 64, 48), (2, 3)), ((4, 10), (1,))])
+def test_tanimoto_terms_kernel_matches_the_operator_form(rng, shape, axis, hybridize):
+    """The fused operator gives the three sums and both gradients of the MXNet-operator form it replaces."""
+    p, l = rng.rand(*shape).astype(np.float32), rng.rand(*shape).astype(np.float32)
+    fused = _terms_and_grads(tanimoto_terms_kernel, p, l, axis, hybridize)
+    composed = _terms_and_grads(tanimoto_terms_products, p, l, axis, False)
+    for new, ref in zip(fused[:3], composed[:3]):
+        assert new.shape == ref.shape
+        np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-5 * max(np.abs(ref).max(), 1.0))
+
+
+@pytest.mark.parametrize("axis", [(2, 3), (1,)])
+def test_tanimoto_terms_kernel_against_float64(rng, axis):
+    """Sums against float64 NumPy, and d/dp of ``sum w . (p.l, (1-p).(1-l), sum (p-l)^2)`` in closed form:
+    ``w1 l - w2 (1 - l) + 2 w3 (p - l)``; a label without a gradient (the loss's case) is allowed."""
+    shape = (2, 6, 9, 5)
+    p, l = rng.rand(*shape).astype(np.float32), rng.rand(*shape).astype(np.float32)
+    out, dp, dl, weights = _terms_and_grads(tanimoto_terms_kernel, p, l, axis, True, label_grad=False)
+    p64, l64 = p.astype(np.float64), l.astype(np.float64)
+    sums = [_dot(p64, l64, axis), _dot(1 - p64, 1 - l64, axis), _dot(p64 - l64, p64 - l64, axis)]
+    np.testing.assert_allclose(out, np.concatenate([t.reshape(2, -1) for t in sums], axis=1), rtol=1e-6)
+    w1, w2, w3 = (w.reshape(sums[0].shape) for w in np.split(weights, 3, axis=1))
+    np.testing.assert_allclose(dp, w1 * l64 - w2 * (1 - l64) + 2 * w3 * (p64 - l64), rtol=1e-5, atol=1e-6)
+    assert dl is None
+
+
+@pytest.mark.parametrize("form,axis,fused", [("kernel", (2, 3), True), ("kernel", (1,), True),
+                                             ("kernel", (1, 2, 3), False), ("operator", (2, 3), False),
+                                             ("operator", (1,), False)])
+def test_tanimoto_terms_computes_in_groupnorms_form(form, axis, fused):
+    """The fused operator serves the FracTAL's two reductions when GroupNorm uses the kernel library
+    (not on GPUs or for ONNX export); any other reduction composes MXNet operators."""
+    with groupnorm_form(form):
+        symbol = mx.sym.Group(list(tanimoto_terms(mx.sym, mx.sym.var("p"), mx.sym.var("l"), axis)))
+    operators = {node["op"] for node in json.loads(symbol.tojson())["nodes"]}
+    assert (operators == {"null", "mantis_tanimoto_terms"}) if fused else ("mantis_tanimoto_terms" not in operators)
