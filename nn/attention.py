@@ -1,8 +1,11 @@
 """FracTAL: the fractal Tanimoto attention layer (paper Section 5.1, eqs 11-13, Listing 2)."""
 from __future__ import annotations
 
+from typing import Callable, Dict
+
+from nn import kernels
 from nn.conv import Conv2DN
-from nn.norm import get_norm
+from nn.norm import current_form, get_norm
 from nn.ops import sigmoid
 from nn.similarity import mean_fractal_tanimoto
 
@@ -23,6 +26,31 @@ def average_weight(F, chan, spat):
     return F.batch_dot(left, right)
 
 
+def attention_weighting(F, chan, spat, v):
+    """Eq. 13's average of the channel- and the spatially weighted values, ``0.5 * (chan * v + spat * v)``,
+    of ``chan`` (B, C, 1, 1), ``spat`` (B, 1, H, W) and ``v`` (B, C, H, W), computed as
+    ``0.5 * (chan + spat) * v`` (the same sum) in GroupNorm's form (:func:`nn.norm.current_form`).
+    """
+    return ATTENTION_WEIGHTING_FORMS[current_form()](F, chan, spat, v)
+
+
+def attention_weighting_products(F, chan, spat, v):
+    """:func:`attention_weighting` from MXNet operators: :func:`average_weight` times ``v``."""
+    return F.reshape_like(average_weight(F, chan, spat), v) * v
+
+
+def attention_weighting_kernel(F, chan, spat, v):
+    """:func:`attention_weighting` as mantis's fused CPU operator ``mantis_attention_weighting``
+    (``nn/kernels/fractal_attention.cc``): one pass forward, no full-size weight kept for the backward."""
+    kernels.require("attention_weighting")
+    return F.mantis_attention_weighting(chan, spat, v)
+
+
+#: form name (:data:`nn.norm.FORMS`) -> how :func:`attention_weighting` computes
+ATTENTION_WEIGHTING_FORMS: Dict[str, Callable] = {"kernel": attention_weighting_kernel,
+                                                  "operator": attention_weighting_products}
+
+
 class FTAttention2D(HybridBlock):
     """Joint channel and spatial fractal Tanimoto attention of a query on keys/values.
 
@@ -35,7 +63,7 @@ class FTAttention2D(HybridBlock):
         A = Norm(0.5 * (<FT>_chan(q, k) * v + <FT>_spat(q, k) * v))
 
     computed as ``Norm(0.5 * (<FT>_chan + <FT>_spat) * v)``: the same sum with one full-size product
-    (see :func:`average_weight`).
+    (see :func:`attention_weighting`).
     Called with one input it is self-attention (``q = k = v`` inputs).
 
     Parameters
@@ -73,5 +101,4 @@ class FTAttention2D(HybridBlock):
         v = sigmoid(F, self.value(vin))
         chan = mean_fractal_tanimoto(F, q, k, self.ftdepth, (2, 3), self.smooth)  # (B, C, 1, 1)
         spat = mean_fractal_tanimoto(F, q, k, self.ftdepth, (1,), self.smooth)    # (B, 1, H, W)
-        weight = F.reshape_like(average_weight(F, chan, spat), v)
-        return self.norm(weight * v)
+        return self.norm(attention_weighting(F, chan, spat, v))

@@ -63,8 +63,7 @@ def upsample2x(F, x):
 def upsample2x_kernel(F, x):
     """:func:`upsample2x` as mantis's fused CPU operator ``mantis_upsample2x`` (``nn/kernels/upsample2x.cc``):
     4 multiply-adds per output element forward and backward, one pass over each tensor."""
-    if not kernels.load():
-        raise ValueError(f"upsample2x form 'kernel' needs {kernels.LIBRARY}; run `bash scripts/install.sh`")
+    kernels.require("upsample2x")
     return F.mantis_upsample2x(x)
 
 

@@ -55,10 +55,9 @@ def tanimoto_terms_products(F, p, l, axis: Axis = (2, 3)) -> Tuple[object, objec
 
 def tanimoto_terms_kernel(F, p, l, axis: Axis = (2, 3)) -> Tuple[object, object, object]:
     """:func:`tanimoto_terms` as mantis's fused CPU operator ``mantis_tanimoto_terms``
-    (``nn/kernels/tanimoto.cc``): one pass over ``p`` and ``l`` forward and one backward, no full-size
+    (``nn/kernels/fractal_attention.cc``): one pass over ``p`` and ``l`` forward and one backward, no full-size
     intermediates kept for the backward pass."""
-    if not kernels.load():
-        raise ValueError(f"tanimoto_terms form 'kernel' needs {kernels.LIBRARY}; run `bash scripts/install.sh`")
+    kernels.require("tanimoto_terms")
     inner, inner_c, dist = F.mantis_tanimoto_terms(p, l, over=KERNEL_AXES[tuple(axis)])
     return inner, inner_c, dist
 

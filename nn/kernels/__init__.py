@@ -67,3 +67,9 @@ def load() -> bool:
             warnings.warn(f"{LIBRARY} is not built, so GroupNorm runs MXNet's much slower operator: run "
                           f"`bash scripts/install.sh` (or `python -m nn.kernels`)", stacklevel=2)
     return _loaded
+
+
+def require(user: str) -> None:
+    """Load the library for ``user``'s kernel form; a ValueError saying how to build it if it is not built."""
+    if not load():
+        raise ValueError(f"{user} form 'kernel' needs {LIBRARY}; run `bash scripts/install.sh`")

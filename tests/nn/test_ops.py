@@ -6,7 +6,12 @@ and gradients as the operators they replace, imperative and hybridized."""
 import json
 
 from nn.activations import SigmoidCrisp
-from nn.attention import average_weight
+from nn.attention import (
+    attention_weighting,
+    attention_weighting_kernel,
+    attention_weighting_products,
+    average_weight,
+)
 from nn.fusion import scale_by_attention
 from nn.norm import groupnorm_form
 from nn.ops import relu, scalar_times, sigmoid, sum_of_products, upsample2x, upsample2x_kernel, upsample2x_products
@@ -48,6 +53,13 @@ def pool_case(cells):
     return lambda F, x: grid_max_pool(F, x, cells), ref
 
 
+def eq13_average(F, chan, spat, v):
+    """Eq. 13 as written: the mean of the channel-weighted and the spatially weighted values."""
+    return 0.5 * (F.broadcast_mul(chan, v) + F.broadcast_mul(spat, v))
+
+
+# chan, spat, v of the FracTAL's eq. 13
+WEIGHTING_SHAPES = [(2, 3, 1, 1), (2, 1, 5, 7), (2, 3, 5, 7)]
 # name -> (new form, broadcast form, input shapes); batch of 2 and non-square H, W
 CASES = {
     "scalar_times": (scalar_times, lambda F, g, x: F.broadcast_mul(g, x), [(1,), (2, 3, 5, 7)]),
@@ -59,6 +71,11 @@ CASES = {
     "grid_max_pool-1": (*pool_case(1), [(2, 3, 6, 10)]),
     "grid_max_pool-2": (*pool_case(2), [(2, 3, 6, 10)]),
     "grid_max_pool-4": (*pool_case(4), [(2, 2, 8, 12)]),
+    "attention_weighting": (attention_weighting, eq13_average, WEIGHTING_SHAPES),
+    "attention_weighting_products": (attention_weighting_products, eq13_average, WEIGHTING_SHAPES),
+    "attention_weighting_kernel": (attention_weighting_kernel, eq13_average, WEIGHTING_SHAPES),
+    "attention_weighting_kernel-vs-products": (attention_weighting_kernel, attention_weighting_products,
+                                               [(1, 40, 1, 1), (1, 1, 33, 17), (1, 40, 33, 17)]),
     "relu": (relu, lambda F, x: F.relu(x), [(2, 8, 16, 12)]),
     "sigmoid": (sigmoid, lambda F, x: F.sigmoid(x), [(2, 8, 16, 12)]),
     "sigmoid-one-element": (sigmoid, lambda F, x: F.sigmoid(x), [(1,)]),
@@ -99,14 +116,24 @@ def test_upsample2x_hybridized_graph_follows_the_input_size(form):
         np.testing.assert_allclose(block(x).asnumpy(), bilinear_resize2x(mx.nd, x).asnumpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("form, operator", [("kernel", "mantis_upsample2x"), ("operator", "batch_dot")])
-def test_upsample2x_computes_in_groupnorms_form(form, operator):
-    """upsample2x uses the kernel library exactly when GroupNorm does (e.g. not for ONNX export)."""
+# function -> (its symbolic call, the kernel's operator, an operator only the MXNet-operator form uses)
+KERNEL_USERS = {
+    "upsample2x": (lambda: upsample2x(mx.sym, mx.sym.var("x")), "mantis_upsample2x", "batch_dot"),
+    "attention_weighting": (lambda: attention_weighting(mx.sym, *map(mx.sym.var, "csv")),
+                            "mantis_attention_weighting", "batch_dot"),
+}
+
+
+@pytest.mark.parametrize("form", ["kernel", "operator"])
+@pytest.mark.parametrize("name", sorted(KERNEL_USERS))
+def test_computes_in_groupnorms_form(name, form):
+    """The fused operators are used exactly when GroupNorm uses the kernel library (not on GPUs or for
+    ONNX export)."""
+    build, kernel_op, operator_op = KERNEL_USERS[name]
     with groupnorm_form(form):
-        symbol = upsample2x(mx.sym, mx.sym.var("x"))
-    operators = {node["op"] for node in json.loads(symbol.tojson())["nodes"]}
-    other = ({"mantis_upsample2x", "batch_dot"} - {operator}).pop()
-    assert operator in operators and other not in operators
+        operators = {node["op"] for node in json.loads(build().tojson())["nodes"]}
+    used, unused = (kernel_op, operator_op) if form == "kernel" else (operator_op, kernel_op)
+    assert used in operators and unused not in operators
 
 
 @pytest.mark.parametrize("hybridize", [False, True])
