@@ -3,7 +3,8 @@
     python benchmarks/side_by_side.py                           # D6nf32, 3 variants x 1 and 2 threads, batch 1
     python benchmarks/side_by_side.py --variants ceecnetv2 --threads 2 --rounds 2
     python benchmarks/side_by_side.py --fidelities paper authors
-    python benchmarks/side_by_side.py --variants ceecnetv2 --threads 2 --batch 3 --memory-saving
+    python benchmarks/side_by_side.py --fidelities paper paper+memory-saving      # also with train.memory_saving
+    python benchmarks/side_by_side.py --variants ceecnetv2 --threads 2 --batch 3 --fidelities paper+memory-saving
     python benchmarks/side_by_side.py --size 64 --nfilters 32 --depth 4 --nheads-start 2 --psp-depth 2  # smoke test
 
 The authors' public code (feevos/ceecnet) is imported from ``../shared/reference`` next to the
@@ -19,9 +20,9 @@ its own peak RSS (``ru_maxrss``). A mantis fidelity the installed code does not 
 the reason. Prints a markdown table (median step seconds, ratio authors / mantis, first calls, peak
 RSS; with several rounds every round's value), mantis's 1-thread / 2-thread speed-up, and the machine,
 command and date. Absolute seconds move with the load of a shared machine: compare within one run.
-``--memory-saving`` runs mantis with ``train.memory_saving``. A child killed by a signal is reported as
-such: at ``--nfilters 16`` the authors' CEECNets die of SIGFPE in their first backward pass (MKLDNN's
-Concat backward on thin blocked-layout inputs), hence the smoke test's 32 filters.
+A fidelity ending in ``+memory-saving`` runs mantis with ``train.memory_saving``. A child killed by a
+signal is reported as such: at ``--nfilters 16`` the authors' CEECNets die of SIGFPE in their first
+backward pass (MKLDNN's Concat backward on thin blocked-layout inputs), hence the smoke test's 32 filters.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ VARIANTS: Dict[str, str] = {"fractalresnet": "FracTALResNet", "ceecnetv1": "CEEC
 LOSS_DEPTH = 5
 #: the mantis fidelity ``get_model`` builds without a ``fidelity`` argument
 DEFAULT_FIDELITY = "paper"
+#: suffix of a ``--fidelities`` entry that runs mantis with ``train.memory_saving``: ``paper+memory-saving``
+MEMORY_SAVING = "memory-saving"
 #: the side that runs the authors' code (not a mantis fidelity)
 AUTHORS = "reference"
 
@@ -75,8 +78,11 @@ def _mantis_network(variant: str, args: argparse.Namespace, fidelity: str) -> Tu
     from mantis import get_model
     from utilities.training.memory import return_freed_memory
 
-    if args.memory_saving:
+    fidelity, _, option = fidelity.partition("+")
+    if option == MEMORY_SAVING:
         return_freed_memory()
+    elif option:
+        raise ValueError(f"unknown mantis option {option!r} (known: {MEMORY_SAVING})")
 
     options = {} if fidelity == DEFAULT_FIDELITY else {"fidelity": fidelity}
     net = get_model(f"{variant}_d6nf32", nfilters=args.nfilters, depth=args.depth, nheads_start=args.nheads_start,
@@ -129,7 +135,6 @@ def run_child(side: str, variant: str, threads: int, args: argparse.Namespace) -
     env["OMP_NUM_THREADS"] = str(threads)
     forwarded = [f"--{key.replace('_', '-')}={getattr(args, key)}" for key in
                  ("batch", "size", "nfilters", "depth", "nheads_start", "psp_depth", "repeats", "seed", "reference")]
-    forwarded += ["--memory-saving"] if args.memory_saving else []
     out = subprocess.run([sys.executable, __file__, "--child", side, "--child-variant", variant, *forwarded],
                          capture_output=True, text=True, env=env)
     if out.returncode < 0:
@@ -182,7 +187,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--fidelities", nargs="+", default=[DEFAULT_FIDELITY],
-                        help="mantis fidelities (get_model(..., fidelity=...)); unavailable ones are skipped")
+                        help="mantis fidelities (get_model(..., fidelity=...)), each optionally with "
+                             f"+{MEMORY_SAVING} (train.memory_saving); unavailable ones are skipped")
     parser.add_argument("--rounds", type=int, default=1, help="authors / mantis alternations per variant and threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed training steps per process (after one warm-up)")
     parser.add_argument("--batch", type=int, default=1)
@@ -192,8 +198,6 @@ def main() -> None:
     parser.add_argument("--nheads-start", type=int, default=4)
     parser.add_argument("--psp-depth", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--memory-saving", action="store_true",
-                        help="mantis with train.memory_saving (utilities/training/memory.py)")
     parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "reference"),
                         help="directory holding the authors' ceecnet package")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -212,7 +216,7 @@ def main() -> None:
     print(f"D{args.depth}nf{args.nfilters} (nheads_start {args.nheads_start}, psp_depth {args.psp_depth}), batch "
           f"{args.batch}, two dates of {args.size}x{args.size}, hybridized, FT multitask loss depth {LOSS_DEPTH}, "
           f"Adam; median of {args.repeats} steps after a warm-up; {args.rounds} round(s), each side in its own "
-          f"process{'; mantis with train.memory_saving' if args.memory_saving else ''}\n")
+          f"process; +{MEMORY_SAVING}: mantis with train.memory_saving\n")
     print("| threads | variant | mantis fidelity | authors' step s | mantis step s | ratio | authors' first call s | "
           "mantis first call s | authors' peak RSS GiB | mantis peak RSS GiB | authors' parameters | "
           "mantis parameters |")
