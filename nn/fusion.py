@@ -2,8 +2,12 @@
 its plain alternative (concatenation + Conv2DN) that the paper says Fusion can replace."""
 from __future__ import annotations
 
+from typing import Callable, Dict
+
+from nn import kernels
 from nn.attention import FTAttention2D
 from nn.conv import Conv2DN
+from nn.norm import current_form
 from nn.ops import channel_concat, relu, scalar_times
 
 import mxnet as mx
@@ -12,11 +16,29 @@ from mxnet.gluon import HybridBlock
 
 def scale_by_attention(F, x, gamma, att):
     """``x * (1 + gamma * att)``: the self/relative attention fusion of eqs 14-16 (``gamma`` of shape
-    ``(1,)``, see :func:`nn.ops.scalar_times`).
+    ``(1,)``), in GroupNorm's form (:func:`nn.norm.current_form`)."""
+    return SCALE_BY_ATTENTION_FORMS[current_form()](F, x, gamma, att)
+
+
+def scale_by_attention_products(F, x, gamma, att):
+    """:func:`scale_by_attention` from MXNet operators (see :func:`nn.ops.scalar_times`).
 
     Operand order matters: with ``x`` first, MXNet 1.9.1's gradient pass builds a cyclic in-place
     gradient sum in the full models ("control dep not found in graph" when hybridized)."""
     return (scalar_times(F, gamma, att) + 1.0) * x
+
+
+def scale_by_attention_kernel(F, x, gamma, att):
+    """:func:`scale_by_attention` as mantis's fused CPU operator ``mantis_scale_by_attention``
+    (``nn/kernels/fractal_attention.cc``): one pass forward, and no full-size ``1 + gamma * att`` kept for
+    the backward pass."""
+    kernels.require("scale_by_attention")
+    return F.mantis_scale_by_attention(att, gamma, x)
+
+
+#: form name (:data:`nn.norm.FORMS`) -> how :func:`scale_by_attention` computes
+SCALE_BY_ATTENTION_FORMS: Dict[str, Callable] = {"kernel": scale_by_attention_kernel,
+                                                 "operator": scale_by_attention_products}
 
 
 class ConcatConv2DN(HybridBlock):

@@ -5,8 +5,10 @@ Each fuses what took many passes over memory as a composition of MXNet operators
 - ``mantis_group_norm`` (``group_norm.cc``): GroupNorm with a per-channel affine; MXNet's own GroupNorm
   operator was 40 % of a training step on CPU.
 - ``mantis_upsample2x`` (``upsample2x.cc``): the bilinear x2 resize of the paper's E operation.
-- ``mantis_tanimoto_terms`` (``tanimoto.cc``): the three sums of the fractal Tanimoto similarity,
-  over pixels or over channels, without full-size intermediates.
+- ``mantis_tanimoto_terms``, ``mantis_attention_weighting``, ``mantis_scale_by_attention``
+  (``fractal_attention.cc``): the FracTAL's similarity sums (eqs 5, 7, 11-12), its weighting of the
+  values (eq. 13) and the attention fusion (eqs 14-16), without full-size intermediates.
+- ``mantis_grid_max`` (``grid_max.cc``): the block maxima of PSPPooling's views.
 
 ``scripts/install.sh`` builds the library (``python -m nn.kernels``); :func:`load` registers its
 operators with MXNet.

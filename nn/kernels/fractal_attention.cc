@@ -1,4 +1,4 @@
-// The FracTAL's memory-bound arithmetic (paper Section 5.1, eqs 5, 7, 11-13, Listings 1-2) as two
+// The FracTAL's memory-bound arithmetic (paper Sections 5.1-5.2, eqs 5, 7, 11-16, Listings 1-3) as three
 // operators of mantis's MXNet 1.9 custom-operator library (lib_api.h), CPU, float32, forward and
 // backward. Composed from MXNet operators it took many passes over memory and kept full-size
 // intermediates alive for the backward pass (BENCHMARKS.md); here each operator reads its inputs once
@@ -19,6 +19,10 @@
 // spatially weighted values, out = 0.5 (chan + spat) v, with chan (B, C, 1, ...), spat (B, 1, ...) and
 // v (B, C, ...). Backward: d v = 0.5 (chan + spat) g, d chan = 0.5 sum_pixels g v,
 // d spat = 0.5 sum_channels g v.
+//
+// mantis_scale_by_attention(att, gamma, x) -> out: the attention fusion of eqs 14-16,
+// out = x (1 + gamma att), with gamma of shape (1,) and att, x (B, C, ...). Backward:
+// d x = g (1 + gamma att), d att = gamma g x, d gamma = sum g x att.
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -271,6 +275,65 @@ MXReturnValue weighting_backward(const Attrs&, std::vector<MXTensor>* inputs, st
   return mxnet::ext::MX_SUCCESS;
 }
 
+// ------------------------------------------------------------------ mantis_scale_by_attention(att, gamma, x)
+
+MXReturnValue scaling_parse_attrs(const Attrs&, int* num_in, int* num_out) {
+  *num_in = 3;
+  *num_out = 1;
+  return mxnet::ext::MX_SUCCESS;
+}
+
+MXReturnValue scaling_infer_type(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
+  if (!all_float32(*in_types, "mantis_scale_by_attention")) return mxnet::ext::MX_FAIL;
+  out_types->assign(1, mxnet::ext::kFloat32);
+  return mxnet::ext::MX_SUCCESS;
+}
+
+MXReturnValue scaling_infer_shape(const Attrs&, std::vector<Shape>* in_shapes, std::vector<Shape>* out_shapes) {
+  const Shape& x = in_shapes->at(2);
+  if (x.size() < 2 || in_shapes->at(1) != Shape{1} || in_shapes->at(0) != x) {
+    MX_ERROR_MSG << "mantis_scale_by_attention: needs att (B, C, ...), gamma (1,) and x of att's shape";
+    return mxnet::ext::MX_FAIL;
+  }
+  out_shapes->assign({x});
+  return mxnet::ext::MX_SUCCESS;
+}
+
+MXReturnValue scaling_forward(const Attrs&, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                              const OpResource&) {
+  const Layout l = layout_of(inputs->at(0).shape);
+  const float* att = inputs->at(0).data<float>();
+  const float gamma = inputs->at(1).data<float>()[0];
+  const float* x = inputs->at(2).data<float>();
+  float* out = outputs->at(0).data<float>();
+  for_each_element(l, [=](int64_t e, int64_t, int64_t) { out[e] = x[e] * (1.f + gamma * att[e]); });
+  return mxnet::ext::MX_SUCCESS;
+}
+
+// inputs: d(out), att, gamma, x, out; outputs: d(att), d(gamma), d(x)
+MXReturnValue scaling_backward(const Attrs&, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                               const OpResource&) {
+  const Layout l = layout_of(inputs->at(1).shape);
+  const float* g = inputs->at(0).data<float>();
+  const float* att = inputs->at(1).data<float>();
+  const float gamma = inputs->at(2).data<float>()[0];
+  const float* x = inputs->at(3).data<float>();
+  float* datt = outputs->at(0).data<float>();
+  float* dgamma = outputs->at(1).data<float>();
+  float* dx = outputs->at(2).data<float>();
+  if (dx) for_each_element(l, [=](int64_t e, int64_t, int64_t) { dx[e] = g[e] * (1.f + gamma * att[e]); });
+  if (datt) for_each_element(l, [=](int64_t e, int64_t, int64_t) { datt[e] = gamma * g[e] * x[e]; });
+  if (dgamma) {
+    std::vector<float> per_row(l.rows());
+    float* const rows[1] = {per_row.data()};
+    sum_over_pixels<1>(l, rows, [=](int64_t e) { return std::array<float, 1>{g[e] * x[e] * att[e]}; });
+    double total = 0.0;
+    for (float v : per_row) total += v;
+    dgamma[0] = static_cast<float>(total);
+  }
+  return mxnet::ext::MX_SUCCESS;
+}
+
 }  // namespace
 
 REGISTER_OP(mantis_tanimoto_terms)
@@ -286,3 +349,10 @@ REGISTER_OP(mantis_attention_weighting)
     .setInferShape(weighting_infer_shape)
     .setForward(weighting_forward, "cpu")
     .setBackward(weighting_backward, "cpu");
+
+REGISTER_OP(mantis_scale_by_attention)
+    .setParseAttrs(scaling_parse_attrs)
+    .setInferType(scaling_infer_type)
+    .setInferShape(scaling_infer_shape)
+    .setForward(scaling_forward, "cpu")
+    .setBackward(scaling_backward, "cpu");

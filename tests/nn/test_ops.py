@@ -1,8 +1,8 @@
-"""The forms that replace MXNet operators: matrix products for broadcasts (nn.ops.scalar_times,
-nn.fusion.scale_by_attention, nn.attention.average_weight, nn.pooling.grid_max_pool, SigmoidCrisp's
-division), the forms of nn.ops.upsample2x (matrix products replacing BilinearResize2D, the fused
-kernel replacing the matrix products), ``Activation`` for nn.ops.relu and nn.ops.sigmoid: same values
-and gradients as the operators they replace, imperative and hybridized."""
+"""The forms that replace MXNet operators have the values and gradients of what they replace, imperative
+and hybridized: matrix products for broadcasts (nn.ops.scalar_times, nn.fusion.scale_by_attention,
+nn.attention.average_weight, nn.pooling.grid_max_pool, SigmoidCrisp's division), mantis's fused kernels
+(the bilinear x2 upsampling, eq. 13's weighting, eqs 14-16's fusion, the grid maxima of PSPPooling), and
+``Activation`` for nn.ops.relu and nn.ops.sigmoid; the kernels are used exactly in GroupNorm's kernel form."""
 import json
 
 from nn.activations import SigmoidCrisp
@@ -12,10 +12,10 @@ from nn.attention import (
     attention_weighting_products,
     average_weight,
 )
-from nn.fusion import scale_by_attention
+from nn.fusion import scale_by_attention, scale_by_attention_kernel, scale_by_attention_products
 from nn.norm import groupnorm_form
 from nn.ops import relu, scalar_times, sigmoid, sum_of_products, upsample2x, upsample2x_kernel, upsample2x_products
-from nn.pooling import grid_max_pool
+from nn.pooling import grid_max, grid_max_kernel, grid_max_pool, grid_max_reduction
 
 import mxnet as mx
 import numpy as np
@@ -53,6 +53,11 @@ def pool_case(cells):
     return lambda F, x: grid_max_pool(F, x, cells), ref
 
 
+def eq14_fusion(F, x, gamma, att):
+    """Eqs 14-16 as written: ``x + gamma * att * x``."""
+    return x + x * F.broadcast_mul(gamma, att)
+
+
 def eq13_average(F, chan, spat, v):
     """Eq. 13 as written: the mean of the channel-weighted and the spatially weighted values."""
     return 0.5 * (F.broadcast_mul(chan, v) + F.broadcast_mul(spat, v))
@@ -64,13 +69,20 @@ WEIGHTING_SHAPES = [(2, 3, 1, 1), (2, 1, 5, 7), (2, 3, 5, 7)]
 CASES = {
     "scalar_times": (scalar_times, lambda F, g, x: F.broadcast_mul(g, x), [(1,), (2, 3, 5, 7)]),
     "scalar_times-b1": (scalar_times, lambda F, g, x: F.broadcast_mul(g, x), [(1,), (1, 4, 6, 2)]),
-    "scale_by_attention": (scale_by_attention, lambda F, x, g, att: x + x * F.broadcast_mul(g, att),
-                           [(2, 3, 5, 7), (1,), (2, 3, 5, 7)]),
+    "scale_by_attention": (scale_by_attention, eq14_fusion, [(2, 3, 5, 7), (1,), (2, 3, 5, 7)]),
+    "scale_by_attention_products": (scale_by_attention_products, eq14_fusion, [(2, 3, 5, 7), (1,), (2, 3, 5, 7)]),
+    "scale_by_attention_kernel": (scale_by_attention_kernel, eq14_fusion, [(2, 3, 5, 7), (1,), (2, 3, 5, 7)]),
+    "scale_by_attention_kernel-vs-products": (scale_by_attention_kernel, scale_by_attention_products,
+                                              [(1, 40, 33, 17), (1,), (1, 40, 33, 17)]),
     "average_weight": (average_weight, lambda F, chan, spat: (0.5 * F.broadcast_add(chan, spat)).reshape((0, 0, -1)),
                        [(2, 3, 1, 1), (2, 1, 5, 7)]),
     "grid_max_pool-1": (*pool_case(1), [(2, 3, 6, 10)]),
     "grid_max_pool-2": (*pool_case(2), [(2, 3, 6, 10)]),
     "grid_max_pool-4": (*pool_case(4), [(2, 2, 8, 12)]),
+    "grid_max_kernel-1": (lambda F, x: grid_max_kernel(F, x, 1), lambda F, x: grid_max_reduction(F, x, 1),
+                          [(2, 3, 6, 10)]),
+    "grid_max_kernel-4": (lambda F, x: grid_max_kernel(F, x, 4), lambda F, x: grid_max_reduction(F, x, 4),
+                          [(1, 5, 32, 24)]),
     "attention_weighting": (attention_weighting, eq13_average, WEIGHTING_SHAPES),
     "attention_weighting_products": (attention_weighting_products, eq13_average, WEIGHTING_SHAPES),
     "attention_weighting_kernel": (attention_weighting_kernel, eq13_average, WEIGHTING_SHAPES),
@@ -121,6 +133,9 @@ KERNEL_USERS = {
     "upsample2x": (lambda: upsample2x(mx.sym, mx.sym.var("x")), "mantis_upsample2x", "batch_dot"),
     "attention_weighting": (lambda: attention_weighting(mx.sym, *map(mx.sym.var, "csv")),
                             "mantis_attention_weighting", "batch_dot"),
+    "grid_max": (lambda: grid_max(mx.sym, mx.sym.var("x"), 2), "mantis_grid_max", "max"),
+    "scale_by_attention": (lambda: scale_by_attention(mx.sym, *map(mx.sym.var, "xga")), "mantis_scale_by_attention",
+                           "batch_dot"),
 }
 
 
@@ -187,3 +202,16 @@ def test_matrix_product_sums_equal_plain_sums(shape, axis, hybridize):
     for new, ref in zip(*results):
         assert new.shape == ref.shape
         np.testing.assert_allclose(new, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_grid_max_kernel_shares_the_gradient_among_ties_as_mxnet_max(hybridize):
+    """After a ReLU whole blocks are 0: every element equal to its block's maximum gets the block's
+    gradient, as with MXNet's max reduction."""
+    x = np.maximum(np.random.RandomState(5).randn(2, 3, 8, 8), 0).astype(np.float32)
+    x[0, 0, :4, :4] = 0.0  # a block of ties
+    x[1, 2, 4:, 4:] = 1.5  # a block of equal positive values
+    new = values_and_grads(lambda F, a: grid_max_kernel(F, a, 2), [x], hybridize)
+    ref = values_and_grads(lambda F, a: grid_max_reduction(F, a, 2), [x], False)
+    assert_same(new, ref)
+    assert (new[1][0, 0, :4, :4] != 0).all() and (new[1][1, 2, 4:, 4:] != 0).all()
