@@ -18,12 +18,12 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import List, Optional
+
+from soak import busy_processes, run_job
 
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 
@@ -66,18 +66,12 @@ def job(index: int, out: Path, args: argparse.Namespace) -> dict:
     """One 2-rank ``horovodrun`` job; its output is kept under ``out/failures`` if it failed."""
     command = [str(HOROVODRUN), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, __file__, "--worker",
                "--rounds", str(args.rounds), "--arrays", str(args.arrays)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    tic = time.time()
-    try:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
-        status, output = result.returncode, result.stdout + result.stderr
-    except subprocess.TimeoutExpired as err:
-        status, output = "hung", f"{err.stdout or ''}{err.stderr or ''}"
-    record = dict(job=index, status=status, seconds=round(time.time() - tic, 1))
+    status, output, seconds = run_job(command, dict(os.environ, OMP_NUM_THREADS="1"), args.timeout)
+    record = dict(job=index, status=status, seconds=seconds)
     if status != 0:
         kept = out / "failures" / f"job_{index:03d}.txt"
         kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(output if isinstance(output, str) else output.decode(errors="replace"))
+        kept.write_text(output)
         record["kept"] = str(kept)
     return record
 
@@ -91,16 +85,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}: {args.jobs} jobs of 2 ranks x {args.rounds} "
           f"rounds x {args.arrays} broadcasts, {args.load} busy process(es) alongside, {os.cpu_count()} cores; "
           f"output {out}", flush=True)
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     records = []
-    try:
+    with busy_processes(args.load):
         for index in range(1, args.jobs + 1):
             records.append(job(index, out, args))
             print(json.dumps(records[-1]), flush=True)
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
     failed = [r for r in records if r["status"] != 0]
     print(f"{len(failed)} failed job(s) in {len(records)} ({len(records) * args.rounds * args.arrays} broadcasts "
           f"per rank; statuses {[r['status'] for r in failed]}); failures kept under {out / 'failures'}")

@@ -21,10 +21,8 @@ import datetime
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -33,6 +31,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
 sys.path.insert(0, str(ROOT))
+
+from soak import busy_processes, run_job  # noqa: E402
 
 from utilities.data.synthetic import write_levircd_layout  # noqa: E402  (after the path insert)
 
@@ -67,19 +67,12 @@ def start(index: int, out: Path, data_root: Path, args: argparse.Namespace) -> d
     config = write_config(folder, data_root, args.model)
     command = [str(HOROVODRUN), "-np", str(args.ranks), "-H", f"localhost:{args.ranks}", "--gloo",
                "--output-filename", str(folder / "logs"), sys.executable, "train.py", "-c", str(config)]
-    env = dict(os.environ, PYTHONFAULTHANDLER="1")
-    tic = time.time()
-    try:
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
-        status, output = result.returncode, result.stdout + result.stderr
-    except subprocess.TimeoutExpired as err:
-        status, output = "hung", f"{err.stdout or ''}{err.stderr or ''}"
-    seconds = time.time() - tic
-    record = dict(start=index, status=status, seconds=round(seconds, 1))
+    status, output, seconds = run_job(command, dict(os.environ, PYTHONFAULTHANDLER="1"), args.timeout, cwd=str(ROOT))
+    record = dict(start=index, status=status, seconds=seconds)
     if status == 0:
         shutil.rmtree(folder)
         return record
-    (folder / "horovodrun.txt").write_text(output if isinstance(output, str) else output.decode(errors="replace"))
+    (folder / "horovodrun.txt").write_text(output)
     (folder / "status.txt").write_text(json.dumps(record) + "\n")
     kept = out / "failures" / folder.name
     kept.parent.mkdir(exist_ok=True)
@@ -97,17 +90,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_levircd_layout(data_root, n_per_split={"train": 2, "val": 1}, size=64, seed=0)
     print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}: {args.starts} starts of {args.ranks} ranks "
           f"({args.model}), {args.load} busy process(es) alongside, {os.cpu_count()} cores; output {out}", flush=True)
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     records = []
-    try:
+    with busy_processes(args.load):
         for index in range(1, args.starts + 1):
-            record = start(index, out, data_root, args)
-            records.append(record)
-            print(json.dumps(record), flush=True)
-    finally:
-        for burner in burners:
-            burner.kill()
-            burner.wait()
+            records.append(start(index, out, data_root, args))
+            print(json.dumps(records[-1]), flush=True)
     failed = [r for r in records if r["status"] != 0]
     seconds = sorted(r["seconds"] for r in records)
     print(f"{len(failed)} failure(s) in {len(records)} starts (statuses {[r['status'] for r in failed]}); "

@@ -1,10 +1,12 @@
-"""Shared fixtures for the test suite: seeding and generic checks of Gluon blocks.
+"""Shared fixtures for the test suite: seeding, generic checks of Gluon blocks, a small LEVIR-CD folder.
 
 The checks are handed out as fixtures (functions) so that test modules need not import this file.
 """
 import mxnet as mx
 import numpy as np
 import pytest
+
+from utilities.data.synthetic import write_levircd_layout
 
 
 @pytest.fixture(autouse=True)
@@ -100,3 +102,11 @@ def check_hybrid():
 @pytest.fixture
 def check_grads():
     return assert_all_params_get_grad
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """A LEVIR-CD folder of synthetic 64x64 scenes (2 train, 1 val), written once per test module."""
+    root = tmp_path_factory.mktemp("levir")
+    write_levircd_layout(root, n_per_split={"train": 2, "val": 1}, size=64, seed=0)
+    return root

@@ -20,19 +20,11 @@ import pytest
 import yaml
 
 from utilities.artifacts.checkpoint import Checkpoints
-from utilities.data.synthetic import write_levircd_layout
 from utilities.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 HOROVODRUN = Path(sys.executable).parent / "horovodrun"
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("levir")
-    write_levircd_layout(root, n_per_split={"train": 2, "val": 1}, size=64, seed=0)
-    return root
 
 
 def write_config(folder: Path, data: dict, **sections) -> Path:

@@ -26,8 +26,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utilities.data.synthetic import write_levircd_layout
-
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_SLURM = ROOT.parent / "shared" / "tools" / "local_slurm.sh"
 LEVIR = ROOT / "hpc" / "levir.slurm"
@@ -132,13 +130,6 @@ def cluster(tmp_path_factory):
                 break
             time.sleep(0.5)
         subprocess.run(["bash", str(LOCAL_SLURM), "stop"], capture_output=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def scenes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("levir")
-    write_levircd_layout(root, n_per_split={"train": 2, "val": 1}, size=64, seed=0)
-    return root
 
 
 def write_config(folder: Path, root: Path, **train) -> Path:
