@@ -5,11 +5,12 @@ by a mapping of its own, handed back to the system on ``free``, but raises that 
 32 MiB) every time such a block is freed; after the first training step nearly every activation of a
 D6nf32 network (a few MiB each) then comes from the heap, where freed blocks stay resident and
 fragment, so the peak resident size grows above the tensors alive at once. A fixed threshold keeps
-every block from 128 KiB on in its own mapping: peak RSS of a CEECNetV2 step measured 14 % lower,
-for 15-25 % more CPU time per step (page faults on every new tensor; BENCHMARKS.md), hence an option.
+every block from 128 KiB on in its own mapping: peak RSS of a D6nf32 step measured 12-24 % lower, for
+1.3-1.75x the time per step (page faults on every new tensor; BENCHMARKS.md), hence an option.
 
 ``MXNET_BACKWARD_DO_MIRROR`` (recomputation of cheap activations) is not an alternative here: MXNet
-1.9 applies it to symbolic executors only, not to Gluon's hybridized graphs (measured: equal peak).
+1.9 applies it to symbolic executors only, not to Gluon's hybridized graphs, and even the same graph run
+as an executor recomputed without a lower peak (measured, BENCHMARKS.md).
 """
 from __future__ import annotations
 
