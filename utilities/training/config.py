@@ -62,15 +62,16 @@ def limited(default: Any = dataclasses.MISSING, **limits: Any) -> Any:
 class DataConfig:
     """Where the chips come from.
 
-    ``kind``: ``levircd`` (``root`` in the official layout, splits ``train_split``/``val_split``),
+    ``kind``: ``levircd`` (``root`` in the official layout, splits ``train_split``/``val_split``; a split
+    of ``null`` reads ``root/{A,B,label}`` directly),
     ``whu`` (``date1``/``date2``/``label`` rasters split spatially into ``regions``) or ``pair`` (one
     pair of rasters for training, ``val_date1``/``val_date2``/``val_label`` for validation).
     """
 
     kind: str = "levircd"
     root: Optional[str] = None
-    train_split: str = "train"
-    val_split: str = "val"
+    train_split: Optional[str] = "train"
+    val_split: Optional[str] = "val"
     date1: Optional[str] = None
     date2: Optional[str] = None
     label: Optional[str] = None

@@ -3,7 +3,7 @@ import pytest
 
 from tests.utilities.fakes import write_geotiff_pair, write_levircd_tree
 from utilities.errors import InputError
-from utilities.training.config import DataConfig
+from utilities.training.config import DataConfig, check_config, load_config
 from utilities.training.pipeline import SOURCES, chip_cache, chip_caches, split_samples
 
 
@@ -11,6 +11,18 @@ def test_levircd_splits(tmp_path):
     write_levircd_tree(tmp_path, splits=("train", "val"), n=2, size=64)
     cfg = DataConfig(kind="levircd", root=str(tmp_path))
     assert len(split_samples(cfg, "train")) == 2 and len(split_samples(cfg, "val")) == 2
+
+
+def test_levircd_flat_folder_with_null_splits_from_a_config_file(tmp_path):
+    """``train_split: null`` / ``val_split: null`` read ``root/{A,B,label}`` (a folder of one's own tiles, like
+    the real samples) through the checked config file."""
+    write_levircd_tree(tmp_path / "tiles", splits=None, n=3, size=64)
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data:\n  kind: levircd\n  root: {tmp_path / 'tiles'}\n  train_split: null\n  val_split: null\n"
+                    f"output:\n  run_dir: {tmp_path}/run\n")
+    cfg = load_config(path)
+    check_config(cfg, str(path))
+    assert len(split_samples(cfg.data, "train")) == 3 and len(split_samples(cfg.data, "val")) == 3
 
 
 def test_pair_source_uses_the_val_pair_for_validation(tmp_path):
