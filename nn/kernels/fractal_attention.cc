@@ -215,14 +215,15 @@ MXReturnValue terms_backward(const Attrs& attrs, std::vector<MXTensor>* inputs, 
 
 // ------------------------------------------------------------------ mantis_attention_weighting(chan, spat, v)
 
-MXReturnValue weighting_parse_attrs(const Attrs&, int* num_in, int* num_out) {
+// attributes and types of the two operators with three float32 inputs and one output
+MXReturnValue three_inputs_one_output(const Attrs&, int* num_in, int* num_out) {
   *num_in = 3;
   *num_out = 1;
   return mxnet::ext::MX_SUCCESS;
 }
 
-MXReturnValue weighting_infer_type(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
-  if (!all_float32(*in_types, "mantis_attention_weighting")) return mxnet::ext::MX_FAIL;
+MXReturnValue one_float32_output(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
+  if (!all_float32(*in_types, "mantis_attention_weighting / mantis_scale_by_attention")) return mxnet::ext::MX_FAIL;
   out_types->assign(1, mxnet::ext::kFloat32);
   return mxnet::ext::MX_SUCCESS;
 }
@@ -244,14 +245,7 @@ MXReturnValue weighting_forward(const Attrs&, std::vector<MXTensor>* inputs, std
   const float* spat = inputs->at(1).data<float>();
   const float* v = inputs->at(2).data<float>();
   float* out = outputs->at(0).data<float>();
-#pragma omp parallel for
-  for (int64_t r = 0; r < l.rows(); ++r) {
-    const float* s = spat + (r / l.channels) * l.pixels;
-    const float* vr = v + r * l.pixels;
-    float* o = out + r * l.pixels;
-#pragma omp simd
-    for (int64_t i = 0; i < l.pixels; ++i) o[i] = 0.5f * (chan[r] + s[i]) * vr[i];
-  }
+  for_each_element(l, [=](int64_t e, int64_t r, int64_t s) { out[e] = 0.5f * (chan[r] + spat[s]) * v[e]; });
   return mxnet::ext::MX_SUCCESS;
 }
 
@@ -276,18 +270,6 @@ MXReturnValue weighting_backward(const Attrs&, std::vector<MXTensor>* inputs, st
 }
 
 // ------------------------------------------------------------------ mantis_scale_by_attention(att, gamma, x)
-
-MXReturnValue scaling_parse_attrs(const Attrs&, int* num_in, int* num_out) {
-  *num_in = 3;
-  *num_out = 1;
-  return mxnet::ext::MX_SUCCESS;
-}
-
-MXReturnValue scaling_infer_type(const Attrs&, std::vector<int>* in_types, std::vector<int>* out_types) {
-  if (!all_float32(*in_types, "mantis_scale_by_attention")) return mxnet::ext::MX_FAIL;
-  out_types->assign(1, mxnet::ext::kFloat32);
-  return mxnet::ext::MX_SUCCESS;
-}
 
 MXReturnValue scaling_infer_shape(const Attrs&, std::vector<Shape>* in_shapes, std::vector<Shape>* out_shapes) {
   const Shape& x = in_shapes->at(2);
@@ -344,15 +326,15 @@ REGISTER_OP(mantis_tanimoto_terms)
     .setBackward(terms_backward, "cpu");
 
 REGISTER_OP(mantis_attention_weighting)
-    .setParseAttrs(weighting_parse_attrs)
-    .setInferType(weighting_infer_type)
+    .setParseAttrs(three_inputs_one_output)
+    .setInferType(one_float32_output)
     .setInferShape(weighting_infer_shape)
     .setForward(weighting_forward, "cpu")
     .setBackward(weighting_backward, "cpu");
 
 REGISTER_OP(mantis_scale_by_attention)
-    .setParseAttrs(scaling_parse_attrs)
-    .setInferType(scaling_infer_type)
+    .setParseAttrs(three_inputs_one_output)
+    .setInferType(one_float32_output)
     .setInferShape(scaling_infer_shape)
     .setForward(scaling_forward, "cpu")
     .setBackward(scaling_backward, "cpu");
