@@ -181,37 +181,43 @@ def main(argv=None) -> int:
         start = latest.epoch + 1
         log(world, f"resumed from epoch {latest.epoch}: lr {schedule.lr:g}, FT depth {schedule.depth}")
 
-    # from here on a rank that completes no step for train.stall_timeout_s ends the job (left running if
-    # training raises: it also ends a rank whose Horovod shutdown then hangs)
+    # from here on a rank that completes no step for train.stall_timeout_s ends the job; if training raises
+    # (e.g. a collective failed because a peer ended) its clock starts again: this rank is not the stalled
+    # one, but a Horovod shutdown that then hangs for train.stall_timeout_s still ends the process
     watchdog = StallWatchdog(cfg.train.stall_timeout_s, world.rank).start()
-    for epoch in range(start, cfg.train.max_epochs + 1):
-        if schedule.finished:
-            break
-        tic = time.time()
-        # data order and augmentation are functions of (seed, rank, epoch): a resumed run repeats them
-        train_sampler.set_epoch(epoch)
-        if augment is not None:
-            augment.rng = np.random.default_rng((cfg.train.seed, world.rank, epoch))
-        train_loss = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch, watchdog)
-        check_parameters(net, epoch)  # on every rank (they hold the same parameters): all stop together
-        val = validate(net, loss_fn, val_loader, cfg, world, ctx, epoch, watchdog)
-        lr, depth = schedule.lr, schedule.depth
-        advanced = schedule.step(val["loss"])  # identical on every rank: val["loss"] is all-reduced
-        if advanced:
-            trainer.set_learning_rate(schedule.lr)  # on every rank, or the ranks drift apart
-            loss_fn.depth = schedule.depth
-        row = dict(epoch=epoch, lr=lr, depth=depth, train_loss=train_loss, **{f"val_{k}": v for k, v in val.items()},
-                   rank_spread=parameter_spread(net), seconds=round(time.time() - tic, 2))
-        history.append(row)
-        if world.is_root:
-            record = CheckpointRecord(cfg.model.name, epoch, cfg.model.args, normalization=normalization,
-                                      bands=cfg.data.bands, schedule=schedule.state_dict(), metrics=row,
-                                      config=config_to_dict(cfg))
-            end_epoch(checkpoints, record, net, trainer, history, cfg.output.keep_checkpoints)
-            log(world, f"epoch {epoch}: lr {lr:g} depth {depth} train loss {train_loss:.4f} val loss "
-                       f"{val['loss']:.4f} <FT> {val['ft']:.4f} F1 {val['f1']:.4f} MCC {val['mcc']:.4f} "
-                       f"IoU {val['iou']:.4f} ({row['seconds']:.0f} s)"
-                       + (f" -> lr {schedule.lr:g}, FT depth {schedule.depth}" if advanced else ""))
+    try:
+        for epoch in range(start, cfg.train.max_epochs + 1):
+            if schedule.finished:
+                break
+            tic = time.time()
+            # data order and augmentation are functions of (seed, rank, epoch): a resumed run repeats them
+            train_sampler.set_epoch(epoch)
+            if augment is not None:
+                augment.rng = np.random.default_rng((cfg.train.seed, world.rank, epoch))
+            train_loss = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch, watchdog)
+            check_parameters(net, epoch)  # on every rank (they hold the same parameters): all stop together
+            val = validate(net, loss_fn, val_loader, cfg, world, ctx, epoch, watchdog)
+            lr, depth = schedule.lr, schedule.depth
+            advanced = schedule.step(val["loss"])  # identical on every rank: val["loss"] is all-reduced
+            if advanced:
+                trainer.set_learning_rate(schedule.lr)  # on every rank, or the ranks drift apart
+                loss_fn.depth = schedule.depth
+            row = dict(epoch=epoch, lr=lr, depth=depth, train_loss=train_loss,
+                       **{f"val_{k}": v for k, v in val.items()}, rank_spread=parameter_spread(net),
+                       seconds=round(time.time() - tic, 2))
+            history.append(row)
+            if world.is_root:
+                record = CheckpointRecord(cfg.model.name, epoch, cfg.model.args, normalization=normalization,
+                                          bands=cfg.data.bands, schedule=schedule.state_dict(), metrics=row,
+                                          config=config_to_dict(cfg))
+                end_epoch(checkpoints, record, net, trainer, history, cfg.output.keep_checkpoints)
+                log(world, f"epoch {epoch}: lr {lr:g} depth {depth} train loss {train_loss:.4f} val loss "
+                           f"{val['loss']:.4f} <FT> {val['ft']:.4f} F1 {val['f1']:.4f} MCC {val['mcc']:.4f} "
+                           f"IoU {val['iou']:.4f} ({row['seconds']:.0f} s)"
+                           + (f" -> lr {schedule.lr:g}, FT depth {schedule.depth}" if advanced else ""))
+    except BaseException:
+        watchdog.beat("nothing more (training raised an error; shutting down)")
+        raise
     watchdog.stop()
     log(world, "training finished: last stage ended" if schedule.finished else "training stopped at max_epochs")
     return 0
