@@ -31,7 +31,8 @@ def scale_by_attention_products(F, x, gamma, att):
 def scale_by_attention_kernel(F, x, gamma, att):
     """:func:`scale_by_attention` as mantis's fused CPU operator ``mantis_scale_by_attention``
     (``nn/kernels/fractal_attention.cc``): one pass forward, and no full-size ``1 + gamma * att`` kept for
-    the backward pass."""
+    the backward pass. Its inputs are ``(att, gamma, x)``: with ``x`` first, MXNet 1.9.1's in-place gradient
+    sum fails to build the full models' backward graph, as for the operator form."""
     kernels.require("scale_by_attention")
     return F.mantis_scale_by_attention(att, gamma, x)
 

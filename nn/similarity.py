@@ -58,8 +58,7 @@ def tanimoto_terms_kernel(F, p, l, axis: Axis = (2, 3)) -> Tuple[object, object,
     (``nn/kernels/fractal_attention.cc``): one pass over ``p`` and ``l`` forward and one backward, no full-size
     intermediates kept for the backward pass."""
     kernels.require("tanimoto_terms")
-    inner, inner_c, dist = F.mantis_tanimoto_terms(p, l, over=KERNEL_AXES[tuple(axis)])
-    return inner, inner_c, dist
+    return tuple(F.mantis_tanimoto_terms(p, l, over=KERNEL_AXES[tuple(axis)]))
 
 
 #: axes of (B, C, H, W) tensors -> what ``mantis_tanimoto_terms`` sums over

@@ -66,8 +66,8 @@ def load() -> bool:
         if _loaded:
             mx.library.load(str(LIBRARY), False)
         else:
-            warnings.warn(f"{LIBRARY} is not built, so GroupNorm runs MXNet's much slower operator: run "
-                          f"`bash scripts/install.sh` (or `python -m nn.kernels`)", stacklevel=2)
+            warnings.warn(f"{LIBRARY} is not built, so GroupNorm and the FracTAL run MXNet's much slower "
+                          f"operators: run `bash scripts/install.sh` (or `python -m nn.kernels`)", stacklevel=2)
     return _loaded
 
 
