@@ -26,7 +26,7 @@ import contextlib
 import functools
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -275,6 +275,85 @@ class _Quicklook:
                 raise OSError(f"cannot write the quick-look {path}")
 
 
+def predicted_strips(predictor: Predictor, date1: PathLike, date2: PathLike, window: int = 256, stride: int = 64,
+                     batch_size: int = 4, bands: Optional[Sequence[int]] = None,
+                     rows: Optional[Tuple[int, int]] = None,
+                     progress: bool = True) -> Tuple[RasterInfo, Iterator[Strip]]:
+    """Check a pair of dates and the tiling, then predict it with overlapping windows (Section 8.5.1), lazily.
+
+    Parameters
+    ----------
+    predictor, date1, date2, window, stride, batch_size, bands, progress
+        As for :func:`predict_rasters`.
+    rows : (int, int), optional
+        Predict only the raster rows ``[first, stop)``, with the windows of the whole raster's grid that
+        overlap them (:func:`~utilities.raster.tiling.stream_strips`): the same values as the whole raster's
+        prediction there.
+
+    Returns
+    -------
+    (RasterInfo, iterator of Strip)
+        The pair's grid, and its strips in order: ``inputs`` ``(2C, n, width)`` (date 1's bands, then date
+        2's; NaN where a date has no data), ``outputs`` ``(3, n, width)`` the change class of the
+        segmentation, boundary and distance heads (not yet masked where a date has no data).
+
+    Raises
+    ------
+    InputError
+        As :func:`predict_rasters`, before anything is predicted.
+    """
+    date1, date2 = Path(date1), Path(date2)
+    check_window(window, stride, predictor.size_multiple)
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}.")
+    info = check_pair(date1, date2)
+    bands = select_bands(date1, info.count, predictor.bands if bands is None else bands, predictor.channels)
+    read = pair_rows(date1, date2, bands, (0, 0, info.height, info.width))
+    tiling = Tiling(info.height, info.width, window, stride)
+    first, stop = (0, info.height) if rows is None else rows
+    windows = len(tiling.row_origins[tiling.window_rows(first, stop)]) * len(tiling.col_origins)
+
+    def strips() -> Iterator[Strip]:
+        with progress_bar(total=windows, desc=f"predict {date2.name}", unit="window", disable=not progress) as bar:
+            forward = WindowForward(predictor, bar.update)
+
+            def predict(batch: np.ndarray) -> np.ndarray:  # the change class (the last) of each head
+                return np.stack([head[:, -1] for head in forward.heads(forward(batch), axis=1)], axis=1)
+
+            yield from stream_strips(tiling, read, predict, batch_size, rows)
+
+    return info, strips()
+
+
+def write_outputs(strips: Iterable[Strip], info: RasterInfo, out_dir: PathLike, predictor: Predictor,
+                  threshold: float = 0.5, quicklook: bool = True) -> Dict[str, Path]:
+    """Write the outputs (module docstring) of a pair's strips (:func:`predicted_strips`) to ``out_dir``.
+
+    Returns
+    -------
+    dict
+        ``{"probability", "mask", "boundary", "distance"[, "quicklook"]: path}``.
+    """
+    out_dir = Path(out_dir)
+    channels = predictor.channels
+    paths = {name: out_dir / file_name for name, file_name in OUTPUT_FILES.items()}
+    preview = _Quicklook(info, predictor) if quicklook else None
+    with contextlib.ExitStack() as stack:
+        outputs = _GeoTIFFs(stack, out_dir, info)
+        for strip in strips:
+            nodata = np.isnan(strip.inputs).any(axis=0)  # NaN after DateRows: nodata in either date
+            probability, boundary, distance = np.where(nodata, np.float32(np.nan), strip.outputs)
+            mask = np.where(nodata, MASK_NODATA, probability >= threshold).astype(np.uint8)
+            outputs.add({"probability": probability, "mask": mask, "boundary": boundary, "distance": distance})
+            if preview is not None:
+                preview.add(strip.inputs[:channels], strip.inputs[channels:], mask)
+        outputs.flush()
+    if preview is not None:
+        paths["quicklook"] = out_dir / QUICKLOOK_FILE
+        preview.write(paths["quicklook"])
+    return paths
+
+
 def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_dir: PathLike, window: int = 256,
                     stride: int = 64, batch_size: int = 4, threshold: float = 0.5,
                     bands: Optional[Sequence[int]] = None, quicklook: bool = True,
@@ -284,7 +363,8 @@ def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_
     Parameters
     ----------
     predictor : Predictor
-        The model (:func:`utilities.artifacts.model_io.load_predictor`).
+        The model (:func:`utilities.artifacts.model_io.load_predictor`, or any engine with its interface, e.g.
+        :class:`utilities.inference.onnx_engine.OnnxPredictor`).
     date1, date2 : str or PathLike
         The date images (GeoTIFF, PNG or JPEG), same grid and band count.
     out_dir : str or PathLike
@@ -313,40 +393,11 @@ def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_
         Rasters that fail :func:`~utilities.raster.io.check_pair` (naming both files), the wrong number of bands
         for the model, band indices out of range, an unreadable file, bad tiling parameters.
     """
-    date1, date2, out_dir = Path(date1), Path(date2), Path(out_dir)
-    check_window(window, stride, predictor.size_multiple)
-    if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}.")
     if not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}.")
-    info = check_pair(date1, date2)
-    bands = select_bands(date1, info.count, predictor.bands if bands is None else bands, predictor.channels)
-    read = pair_rows(date1, date2, bands, (0, 0, info.height, info.width))
-    writable_folder(out_dir)
-    tiling = Tiling(info.height, info.width, window, stride)
-    channels = len(bands)
-    bar = progress_bar(total=tiling.n_windows, desc=f"predict {date2.name}", unit="window", disable=not progress)
-    forward = WindowForward(predictor, bar.update)
-
-    def predict(batch: np.ndarray) -> np.ndarray:  # the change class (the last) of each head
-        return np.stack([head[:, -1] for head in forward.heads(forward(batch), axis=1)], axis=1)
-
-    paths = {name: out_dir / file_name for name, file_name in OUTPUT_FILES.items()}
-    preview = _Quicklook(info, predictor) if quicklook else None
-    with bar, contextlib.ExitStack() as stack:
-        outputs = _GeoTIFFs(stack, out_dir, info)
-        for strip in stream_strips(tiling, read, predict, batch_size):
-            nodata = np.isnan(strip.inputs).any(axis=0)  # NaN after DateRows: nodata in either date
-            probability, boundary, distance = np.where(nodata, np.float32(np.nan), strip.outputs)
-            mask = np.where(nodata, MASK_NODATA, probability >= threshold).astype(np.uint8)
-            outputs.add({"probability": probability, "mask": mask, "boundary": boundary, "distance": distance})
-            if preview is not None:
-                preview.add(strip.inputs[:channels], strip.inputs[channels:], mask)
-        outputs.flush()
-    if preview is not None:
-        paths["quicklook"] = out_dir / QUICKLOOK_FILE
-        preview.write(paths["quicklook"])
-    return paths
+    info, strips = predicted_strips(predictor, date1, date2, window, stride, batch_size, bands, progress=progress)
+    writable_folder(Path(out_dir))
+    return write_outputs(strips, info, out_dir, predictor, threshold, quicklook)
 
 
 def predict_folder(predictor: Predictor, root: PathLike, out_dir: PathLike, split: Optional[str] = None,

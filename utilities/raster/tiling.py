@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -120,6 +120,20 @@ class Tiling:
     def n_windows(self) -> int:
         return len(self.row_origins) * len(self.col_origins)
 
+    def window_rows(self, first: int, stop: int) -> slice:
+        """The rows of windows (indices into :attr:`row_origins`) that overlap the raster rows ``[first, stop)``.
+
+        Raises
+        ------
+        ValueError
+            An empty range or one outside the raster.
+        """
+        if not 0 <= first < stop <= self.height:
+            raise ValueError(f"Tiling: rows [{first}, {stop}) are not a non-empty range of the {self.height} rows")
+        # window k covers padded rows [k s, k s + window), i.e. raster rows [k s - pad, k s - pad + window)
+        return slice(max(0, (first + self.pad - self.window) // self.stride + 1),
+                     min(len(self.row_origins), -(-(stop + self.pad) // self.stride)))
+
     def source_rows(self, start: int, stop: int) -> np.ndarray:
         """Raster rows holding the padded rows ``[start, stop)``."""
         return reflect_index(np.arange(start, stop) - self.pad, self.height)
@@ -186,7 +200,8 @@ def _read_padded(tiling: Tiling, read: RowReader, start: int, stop: int, cols: n
     return block[:, (rows - first)[:, None], cols]
 
 
-def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, batch_size: int) -> Iterator[Strip]:
+def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, batch_size: int,
+                  rows: Optional[Tuple[int, int]] = None) -> Iterator[Strip]:
     """Predict a raster window by window and yield its averaged rows in order, each row once.
 
     Parameters
@@ -201,6 +216,10 @@ def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, bat
         ``predict((B, C, window, window)) -> (B, K, window, window)``.
     batch_size : int
         Windows per call of ``predict`` (the last batch of each row of windows may be smaller).
+    rows : (int, int), optional
+        Only the raster rows ``[first, stop)`` (a block of the raster): only the rows of windows of the
+        whole raster's grid that overlap them are predicted (:meth:`Tiling.window_rows`), with the same
+        inputs, batches and order of summation, so their outputs are bit for bit those of the whole run.
 
     Yields
     ------
@@ -209,9 +228,10 @@ def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, bat
         later window overlaps them.
     """
     w, s, pad = tiling.window, tiling.stride, tiling.pad
+    first_row, stop_row = (0, tiling.height) if rows is None else rows
     cols = tiling.source_cols()
-    origins = tiling.row_origins
-    inputs = _read_padded(tiling, read, 0, w, cols)
+    origins = tiling.row_origins[tiling.window_rows(first_row, stop_row)]
+    inputs = _read_padded(tiling, read, int(origins[0]), int(origins[0]) + w, cols)
     accumulator = None
     for k, top in enumerate(origins):
         if k:
@@ -226,7 +246,7 @@ def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, bat
                 accumulator.add(c, prediction)
         done = w if k == len(origins) - 1 else s
         outputs = accumulator.pop(done)
-        first, last = max(top, pad), min(top + done, pad + tiling.height)
+        first, last = max(top, pad + first_row), min(top + done, pad + stop_row)
         if first < last:
-            rows, columns = slice(first - top, last - top), slice(pad, pad + tiling.width)
-            yield Strip(first - pad, inputs[:, rows, columns].copy(), outputs[:, rows, columns])
+            kept, columns = slice(first - top, last - top), slice(pad, pad + tiling.width)
+            yield Strip(first - pad, inputs[:, kept, columns].copy(), outputs[:, kept, columns])

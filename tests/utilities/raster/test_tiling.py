@@ -164,3 +164,39 @@ def test_bad_window_is_refused(window, stride, multiple, message):
     with pytest.raises(InputError) as err:
         check_window(window, stride, multiple)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
+def test_window_rows_are_exactly_the_windows_overlapping_a_block(height, width, window, stride):
+    t = Tiling(height, width, window, stride)
+    for first in range(height):
+        for stop in range(first + 1, min(height, first + 3 * window) + 1):
+            top = t.row_origins - t.pad  # the raster row of each window's first row
+            overlapping = np.flatnonzero((top < stop) & (top + window > first))
+            rows = t.window_rows(first, stop)
+            assert (rows.start, rows.stop) == (overlapping[0], overlapping[-1] + 1), (first, stop)
+    with pytest.raises(ValueError, match=r"rows \[3, 3\) are not a non-empty range"):
+        t.window_rows(3, 3)
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
+def test_streamed_block_rows_are_bit_for_bit_those_of_the_whole_raster(height, width, window, stride):
+    """A block predicted alone (its rows of windows of the whole raster's grid, reflect padding only at the
+    raster's own borders) gives the very bits of the whole run: same windows, batches, order of summation."""
+    rng = np.random.default_rng(1)
+    image = rng.random((2, height, width)).astype(np.float32)
+    weights = rng.random((window, window)).astype(np.float32)  # position-dependent: windows disagree
+
+    def predict(batch):
+        return np.sin(batch * weights + batch.sum(axis=(2, 3), keepdims=True) / window)
+
+    whole = np.concatenate([s.outputs for s in streamed(image, window, stride, predict)[2]], axis=1)
+    t = Tiling(height, width, window, stride)
+    edges = sorted({0, height, *rng.integers(1, max(height, 2), size=3).tolist()})
+    for first, stop in zip(edges[:-1], edges[1:]):
+        strips = list(stream_strips(t, RecordingReader(image), predict, 3, rows=(first, stop)))
+        assert [s.row for s in strips][0] == first
+        block = np.concatenate([s.outputs for s in strips], axis=1)
+        assert block.shape[1] == stop - first
+        np.testing.assert_array_equal(block, whole[:, first:stop])
+        np.testing.assert_array_equal(np.concatenate([s.inputs for s in strips], axis=1), image[:, first:stop])
