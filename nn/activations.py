@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, NamedTuple
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from nn.ops import scalar_times, sigmoid
 
@@ -11,47 +11,63 @@ from mxnet.gluon import HybridBlock
 
 
 class Parametrisation(NamedTuple):
-    """``gamma = smooth + span * sigmoid(raw)``: ``span`` as a function of ``smooth``, and the initial
-    value of the learned ``raw``."""
+    """How the learned ``raw`` gives gamma: ``gamma(F, raw, smooth)``, its inverse ``raw(gamma, smooth)``
+    (None outside ``interval``, the values gamma takes, ``{s}`` standing for ``smooth``), and the initial
+    ``raw``."""
 
-    span: float
+    gamma: Callable[..., Any]
+    raw: Callable[[float, float], Optional[float]]
+    interval: str
     raw_init: float
 
 
-def _paper(smooth: float) -> Parametrisation:
-    # gamma in (smooth, 1) as eq. 18 says; raw starts at ln 99 (sigmoid 0.99): gamma = smooth + 0.99 (1 -
-    # smooth) = 0.9901 for smooth = 0.01, the paper's initial 1 to within 1 %, where the slope
-    # d gamma / d raw = 0.0098 is still far from the saturated tail.
-    return Parametrisation(span=1.0 - smooth, raw_init=math.log(99.0))
+def _folded(F, raw, smooth: float):
+    # raw reflected at smooth and at 1 (a triangle wave of slope +-1): t = max(raw, 2 smooth - raw), then
+    # min(t, 2 - t). MXNet hands a tie's gradient to the first operand, so the slope at either bound is
+    # that of the inside (1 at the start, raw = 1). The clip only bounds raw beyond a whole period, which
+    # the reflected gradients keep it from reaching.
+    t = F.maximum(raw, 2.0 * smooth - raw)
+    return F.clip(F.minimum(t, 2.0 - t), smooth, 1.0)
 
 
-def _authors(smooth: float) -> Parametrisation:
-    # the authors' public code: gamma = smooth + sigmoid(raw) in (smooth, 1 + smooth), raw starts at 1
-    # (gamma 0.741).
-    return Parametrisation(span=1.0, raw_init=1.0)
+def _folded_raw(gamma: float, smooth: float) -> Optional[float]:
+    return gamma if smooth <= gamma <= 1.0 else None
+
+
+def _shifted_sigmoid(F, raw, smooth: float):
+    return sigmoid(F, raw) + smooth
+
+
+def _shifted_sigmoid_raw(gamma: float, smooth: float) -> Optional[float]:
+    share = gamma - smooth
+    return math.log(share / (1.0 - share)) if 0 < share < 1 else None
 
 
 #: name -> parametrisation of gamma by the learned ``raw`` (see :class:`SigmoidCrisp`)
-PARAMETRISATIONS: Dict[str, Callable[[float], Parametrisation]] = {"paper": _paper, "authors": _authors}
+PARAMETRISATIONS: Dict[str, Parametrisation] = {
+    "paper": Parametrisation(gamma=_folded, raw=_folded_raw, interval="[{s}, 1]", raw_init=1.0),
+    "authors": Parametrisation(gamma=_shifted_sigmoid, raw=_shifted_sigmoid_raw, interval="({s}, 1 + {s})",
+                               raw_init=1.0),
+}
 
 
 class SigmoidCrisp(HybridBlock):
     """``sigmoid(x / gamma)`` with a learned crispness ``gamma`` in ``[smooth, 1]`` (eq. 18).
 
-    ``gamma`` is learned through an unconstrained parameter ``raw`` (the block's parameter ``gamma``)::
+    ``gamma`` is learned through an unconstrained parameter ``raw`` (the block's parameter ``gamma``);
+    ``parametrisation`` (a key of :data:`PARAMETRISATIONS`) says how:
 
-        gamma = smooth + span * sigmoid(raw)
-
-    so that ``gamma`` stays inside its bounds and ``d gamma / d raw = span * sigmoid'(raw)`` is non-zero
-    everywhere: training can move ``gamma`` in both directions from any value (a clamp has gradient 0
-    outside the interval, and a ``gamma`` pushed past a bound would stay there). ``parametrisation``
-    (a key of :data:`PARAMETRISATIONS`) selects ``span`` and the initial ``raw``:
-
-    - ``"paper"``: ``span = 1 - smooth``, so ``gamma`` covers ``(smooth, 1)`` exactly; ``raw`` starts at
-      ``ln 99``, ``gamma = 0.9901``: the paper initialises ``gamma = 1`` (Section 6.3), which no
-      bounded smooth map reaches with a non-zero gradient, so the start is the plain sigmoid to 1 %.
-    - ``"authors"``: ``span = 1`` and ``raw`` starts at 1, as the authors' public code does (``gamma``
-      in ``(smooth, 1 + smooth)``, starting at 0.741); their trained ``raw`` values load unchanged.
+    - ``"paper"``: ``raw`` folded into ``[smooth, 1]``: ``gamma = raw`` inside the interval, reflected at
+      its bounds (``2 - raw`` above 1, ``2 smooth - raw`` below ``smooth``: a triangle wave). ``raw``
+      starts at 1, so ``gamma`` starts at exactly 1 as the paper initialises it (Section 6.3), and
+      ``d gamma / d raw = +-1`` everywhere: Adam moves ``gamma`` by about its learning rate per step from
+      the first one. A smooth bounded map would have slope 0 where it reaches 1; a clamp has slope 0
+      beyond its bounds, and a clamp with a straight-through gradient lets ``raw`` drift past the bound
+      for as long as the loss pushes there, to be walked back before ``gamma`` moves again. Reflected,
+      a push past a bound turns ``gamma`` back, the gradient changes sign, and ``raw`` stays by the bound.
+    - ``"authors"``: ``gamma = smooth + sigmoid(raw)``, ``raw`` starting at 1, as the authors' public code
+      does (``gamma`` in ``(smooth, 1 + smooth)``, starting at 0.741, slope 0.197); their trained ``raw``
+      values load unchanged.
 
     :meth:`gamma_value` gives the effective ``gamma`` (the paper reports ~0.61 on LEVIR-CD and ~0.625
     on WHU after training). ``x / gamma`` is computed as ``x * (1 / gamma)`` by
@@ -63,29 +79,26 @@ class SigmoidCrisp(HybridBlock):
         if not 0 < smooth < 1:
             raise ValueError(f"SigmoidCrisp smooth must be in (0, 1), got {smooth}")
         try:
-            self.span, raw_init = PARAMETRISATIONS[parametrisation](smooth)
+            self._form = PARAMETRISATIONS[parametrisation]
         except KeyError:
             raise ValueError(f"unknown SigmoidCrisp parametrisation {parametrisation!r}; "
                              f"choose one of {sorted(PARAMETRISATIONS)}") from None
         self.smooth = smooth
         self.parametrisation = parametrisation
         with self.name_scope():
-            self.gamma = self.params.get("gamma", shape=(1,), init=mx.init.Constant(raw_init))
-
-    def _effective(self, F, raw):
-        return sigmoid(F, raw) * self.span + self.smooth
+            self.gamma = self.params.get("gamma", shape=(1,), init=mx.init.Constant(self._form.raw_init))
 
     def hybrid_forward(self, F, x, gamma):
-        return sigmoid(F, scalar_times(F, F.reciprocal(self._effective(F, gamma)), x))
+        return sigmoid(F, scalar_times(F, F.reciprocal(self._form.gamma(F, gamma, self.smooth)), x))
 
     def gamma_value(self) -> float:
         """The effective gamma of eq. 18."""
-        return float(self._effective(mx.nd, self.gamma.data()).asscalar())
+        return float(self._form.gamma(mx.nd, self.gamma.data(), self.smooth).asscalar())
 
     def set_gamma_value(self, gamma: float) -> None:
-        """Set the parameter so that the effective gamma is ``gamma`` (strictly inside its bounds)."""
-        share = (gamma - self.smooth) / self.span
-        if not 0 < share < 1:
-            raise ValueError(f"SigmoidCrisp gamma must lie in ({self.smooth}, {self.smooth + self.span}), "
-                             f"got {gamma}")
-        self.gamma.set_data(mx.nd.array([math.log(share / (1.0 - share))]))
+        """Set the parameter so that the effective gamma is ``gamma`` (within the values the form takes)."""
+        raw = self._form.raw(gamma, self.smooth)
+        if raw is None:
+            raise ValueError(f"SigmoidCrisp gamma of the {self.parametrisation!r} parametrisation must lie in "
+                             f"{self._form.interval.format(s=self.smooth)}, got {gamma}")
+        self.gamma.set_data(mx.nd.array([raw]))
