@@ -31,6 +31,9 @@ outside it, so its pixels on the edge are not boundary pixels and distances are 
 classes only. A class that fills the whole chip therefore has no boundary; its distance is 1
 everywhere in the ``paper`` form (no pixel of another class is in sight) and 0 everywhere in the
 ``authors`` form (min-max scaling of a constant, as in the authors' code).
+
+The ``authors`` form also quantises the distance as the authors' chipping stores it: ``uint8(100 d)``
+(truncated), read back divided by 100, so every value is a multiple of 0.01 rounded down.
 """
 from __future__ import annotations
 
@@ -53,18 +56,29 @@ def canny_band(region: np.ndarray) -> np.ndarray:
     return cv2.dilate(cv2.Canny(region, 0, 1), _CROSS) // 255
 
 
+def floor_to_hundredths(distance: np.ndarray) -> np.ndarray:
+    """float32 ``floor(100 d) / 100``: the authors' ``uint8(100 d)`` record of a distance in [0, 1], read back."""
+    return np.floor(distance * np.float32(100)) / np.float32(100)
+
+
+def _exact(distance: np.ndarray) -> np.ndarray:
+    return distance
+
+
 @dataclass(frozen=True)
 class TargetForm:
-    """How the boundary is drawn and what distance a class that fills the whole chip gets."""
+    """How the boundary is drawn, what distance a class that fills the whole chip gets, and how the
+    distance is stored."""
 
     boundary: Callable[[np.ndarray], np.ndarray]
     full_distance: float
+    stored: Callable[[np.ndarray], np.ndarray] = _exact
 
 
 #: the target forms by name (see the module docstring)
 TARGET_FORMS: Dict[str, TargetForm] = {
     "paper": TargetForm(boundary=inner_contour, full_distance=1.0),
-    "authors": TargetForm(boundary=canny_band, full_distance=0.0),
+    "authors": TargetForm(boundary=canny_band, full_distance=0.0, stored=floor_to_hundredths),
 }
 
 
@@ -110,4 +124,4 @@ def make_targets(mask: np.ndarray, classes: int = 2,
         else:
             distance = cv2.distanceTransform(region, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
             dist[c] = cv2.normalize(distance, None, 0.0, 1.0, cv2.NORM_MINMAX)
-    return segm, bound, dist
+    return segm, bound, target_form.stored(dist)

@@ -1,4 +1,6 @@
 """Multitask targets (utilities/data/targets.py): one-hot segmentation, boundary, normalised distance transform."""
+import sys
+import types
 from pathlib import Path
 
 import cv2
@@ -112,18 +114,45 @@ def _labels_in_real_format(tmp_path):
     return paths
 
 
-def test_authors_form_equals_the_authors_targets(tmp_path):
-    """Boundary and distance targets of the ``authors`` form equal, exactly, the authors' functions
-    (their data set's ``get_boundary`` / ``get_distance`` on the one-hot label, read as their chipping
-    reads it: value > 0 is change), on 0/255 PNG labels and on an all-no-change (random identity) mask."""
+def _authors_chipping(monkeypatch):
+    """The authors' chipping module (``chopchop/chopchop2rec.py``), its thread-pool import (pathos, used
+    only to run the chipping in parallel) stubbed."""
+    pools = types.ModuleType("pathos.pools")
+    pools.ThreadPool = None
+    pathos = types.ModuleType("pathos")
+    pathos.pools = pools
+    monkeypatch.setitem(sys.modules, "pathos", pathos)
+    monkeypatch.setitem(sys.modules, "pathos.pools", pools)
+    return authors_module("chopchop.chopchop2rec")
+
+
+def test_authors_form_equals_the_authors_targets(tmp_path, monkeypatch):
+    """Boundary and distance targets of the ``authors`` form equal, exactly, what the authors' training
+    reads: their chipping's ``get_boundary`` / ``get_distance`` on the one-hot label (value > 0 is change),
+    stored as uint8 (the distance as ``uint8(100 d)``), read back by their data set as float32 with the
+    distance divided by 100; their data set's own ``get_boundary`` gives the same band. On 0/255 PNG
+    labels (the real LEVIR-CD samples when present) and on an all-no-change mask."""
+    chipping = _authors_chipping(monkeypatch)
     dataset = authors_module("src.LVRCDDataset").LVRCDDataset
     masks = [read_label(path) for path in _labels_in_real_format(tmp_path)]
     masks.append(np.zeros((256, 256), np.uint8))
     assert any(m.any() for m in masks)
     for mask in masks:
         one_hot = np.eye(2, dtype=np.uint8)[mask].transpose(2, 0, 1)
+        stored = np.concatenate([one_hot, chipping.get_boundary(one_hot), chipping.get_distance(one_hot)])
+        stored = stored.astype(np.uint8).astype(np.float32)
+        stored[4:] = stored[4:] / 100.
         segm, bound, dist = make_targets(mask, form="authors")
-        np.testing.assert_array_equal(segm, one_hot)
+        np.testing.assert_array_equal(np.concatenate([segm, bound, dist]), stored)
         np.testing.assert_array_equal(bound, dataset.get_boundary(None, one_hot))
-        np.testing.assert_array_equal(dist, dataset.get_distance(None, one_hot))
         assert bound.dtype == dist.dtype == np.float32
+
+
+def test_authors_distance_is_floored_to_hundredths(square):
+    """The authors' form is the paper's distance (same transform, same min-max scaling) floored to a
+    multiple of 0.01: 1 stays 1, 0.999 becomes 0.99."""
+    _, _, paper = make_targets(square)
+    _, _, authors = make_targets(square, form="authors")
+    np.testing.assert_array_equal(authors, np.floor(paper * np.float32(100)) / np.float32(100))
+    assert np.all(authors <= paper) and np.all(paper - authors < 0.01)
+    assert authors.max() == 1 and len(np.unique(authors)) < len(np.unique(paper))
