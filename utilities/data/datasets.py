@@ -6,16 +6,19 @@ grid) and are then chipped by :mod:`utilities.data.chips` (Section 8.3).
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from utilities.errors import InputError
-from utilities.raster.io import PathLike, PixelWindow, check_pair
+from utilities.raster.io import PathLike, PixelWindow, check_pair, raster_info
 
 LEVIRCD_SPLITS = ("train", "val", "test")
 LEVIRCD_FOLDERS = ("A", "B", "label")
+#: the parts of a tile in :func:`tile_area_split`, by split
+TILE_PARTS = {"train": ("top", "left"), "val": ("corner",)}
 WHU_SPLITS = ("train", "val", "test")
 
 #: The default spatial split of the WHU rasters: named regions, each with the split it belongs to and
@@ -100,6 +103,68 @@ def levircd_samples(root: PathLike, split: Optional[str] = None, labelled: bool 
     samples = [Sample(Path(n).stem, folder / "A" / n, folder / "B" / n, folder / "label" / n if labelled else None)
                for n in names["A"]]
     _validate(samples)
+    return samples
+
+
+def tile_parts(height: int, width: int, fraction: float) -> Dict[str, PixelWindow]:
+    """The parts of a ``height x width`` tile in the paper's validation split (see :func:`tile_area_split`):
+    ``{"corner": ..., "top": ..., "left": ...}`` as ``(row, col, height, width)``."""
+    rows, cols = (round(math.sqrt(fraction) * side) for side in (height, width))
+    return {"corner": (height - rows, width - cols, rows, cols), "top": (0, 0, height - rows, width),
+            "left": (height - rows, 0, rows, width - cols)}
+
+
+def tile_area_split(tiles: Sequence[Sample], fraction: float, split: str, chip_size: int = 1) -> List[Sample]:
+    """The paper's validation split of LEVIR-CD (Section 8.1: "for each tile from the training and validation
+    set, we extracted ~10 % of the area of each tile for extracting validation training chips").
+
+    Every tile gives its bottom-right corner, ``round(sqrt(fraction) H) x round(sqrt(fraction) W)`` pixels,
+    to validation, as the authors' chipping takes its validation chips from the last rows and columns of
+    each tile. Training takes the rest as two rectangles, the band above the corner (all columns) and the
+    block left of it, so that every pixel is on one side and no chip, cut within its rectangle, holds
+    pixels of both sides. (The authors' chipping cuts its training chips from the whole chip grid, so its
+    training chips overlap its validation chips by half a chip, and it also sends the last row and column
+    of chips to validation: 16 of the 48 chips it cuts from a 1024 x 1024 tile.) Deterministic: geometry only.
+
+    Parameters
+    ----------
+    tiles : sequence of Sample
+        Whole tiles (no ``window``), e.g. :func:`levircd_samples` of the official train and val folders.
+    fraction : float
+        The share of each tile's area for validation, in (0, 1) (the paper: ~0.1).
+    split : {"train", "val"}
+        The side to return.
+    chip_size : int
+        The chip side: every part must hold a chip.
+
+    Returns
+    -------
+    list of Sample
+        Per tile, its parts of ``split`` (:data:`TILE_PARTS`) as windows, named ``<tile>/<part>``.
+
+    Raises
+    ------
+    InputError
+        A fraction outside (0, 1), an unknown split, a tile with a window, or one whose parts cannot each
+        hold a chip.
+    """
+    if not 0 < fraction < 1:
+        raise InputError(f"the validation share of each tile must be in (0, 1), got {fraction}.")
+    if split not in TILE_PARTS:
+        raise InputError(f"unknown split {split!r} of the tiles: expected one of {', '.join(TILE_PARTS)}.")
+    samples = []
+    for tile in tiles:
+        if tile.window is not None:
+            raise InputError(f"sample {tile.name} ({tile.date1}) is a window, not a whole tile to split.")
+        info = raster_info(tile.date1)
+        parts = tile_parts(info.height, info.width, fraction)
+        small = {name: part for name, part in parts.items() if min(part[2:]) < chip_size}
+        if small:
+            listed = ", ".join(f"{name} {part[2]}x{part[3]}" for name, part in small.items())
+            raise InputError(f"tile {tile.date1} is {info.height}x{info.width} (rows x cols): with {fraction:g} of it "
+                             f"for validation, its parts ({listed}) cannot hold a {chip_size}x{chip_size} chip.")
+        samples += [Sample(f"{tile.name}/{name}", tile.date1, tile.date2, tile.label, parts[name])
+                    for name in TILE_PARTS[split]]
     return samples
 
 

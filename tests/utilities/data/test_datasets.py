@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 
 from tests.utilities.fakes import write_geotiff_pair, write_levircd_tree, write_png
-from utilities.data.datasets import WHU_DEFAULT_SPLIT, levircd_samples, pair_samples, whu_regions, whu_samples
+from utilities.data.chips import build_chip_cache, read_manifest
+from utilities.data.datasets import (
+    WHU_DEFAULT_SPLIT,
+    levircd_samples,
+    pair_samples,
+    tile_area_split,
+    tile_parts,
+    whu_regions,
+    whu_samples,
+)
 from utilities.errors import InputError
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
@@ -126,3 +135,66 @@ def test_pair_samples(tmp_path):
     _, other, _ = write_geotiff_pair(tmp_path / "small", 20, 29)
     with pytest.raises(InputError, match=r"date images differ in size: .* is 20x30 \(rows x cols\) but .* is 20x29"):
         pair_samples(d1, other)
+
+
+# ------------------------------------------------------------------ the paper's validation split (Section 8.1)
+
+@pytest.mark.parametrize("height,width", [(1024, 1024), (700, 900)])
+def test_tile_parts_cover_the_tile_once_with_a_tenth_for_validation(height, width):
+    """The corner, the band above it and the block left of it tile the raster: every pixel once; the corner
+    is the bottom-right ~10 % (LEVIR-CD's 1024 x 1024: 324 x 324, 10.01 %)."""
+    parts = tile_parts(height, width, 0.1)
+    canvas = np.zeros((height, width), np.int64)
+    for row, col, rows, cols in parts.values():
+        canvas[row:row + rows, col:col + cols] += 1
+    assert np.all(canvas == 1)
+    row, col, rows, cols = parts["corner"]
+    assert (row + rows, col + cols) == (height, width)
+    assert rows * cols / (height * width) == pytest.approx(0.1, abs=0.002)
+    if height == width == 1024:
+        assert parts == {"corner": (700, 700, 324, 324), "top": (0, 0, 700, 1024), "left": (700, 0, 324, 700)}
+
+
+def _chip_boxes(manifest, size):
+    return [(r, c, sample["name"].split("/")[0]) for sample in manifest["samples"] for r, c in sample["origins"]]
+
+
+def test_tile_area_split_chips_never_straddle_the_sides(tmp_path):
+    """Chipped (64-pixel chips at stride 32, 224 x 224 tiles): every validation chip lies in its tile's
+    corner, no training chip touches a validation pixel of its tile, and every pixel of each side is in a
+    chip of that side; deterministic."""
+    size = 64
+    tiles = levircd_samples(write_levircd_tree(tmp_path / "levir", splits=None, n=2, size=224))
+    sides = {split: tile_area_split(tiles, 0.1, split, size) for split in ("train", "val")}
+    assert [s.name for s in sides["val"]] == ["tile_1/corner", "tile_2/corner"]
+    assert [s.name for s in sides["train"]] == ["tile_1/top", "tile_1/left", "tile_2/top", "tile_2/left"]
+    assert sides["train"] == tile_area_split(tiles, 0.1, "train", size)
+    corner = tile_parts(224, 224, 0.1)["corner"]
+    covered = {}
+    for split, samples in sides.items():
+        manifest = read_manifest(build_chip_cache(samples, tmp_path / split, size=size, stride=32,
+                                                  progress=False).parent)
+        for tile in ("tile_1", "tile_2"):
+            covered[split, tile] = np.zeros((224, 224), bool)
+        for r, c, tile in _chip_boxes(manifest, size):
+            covered[split, tile][r:r + size, c:c + size] = True
+    in_corner = np.zeros((224, 224), bool)
+    in_corner[corner[0]:, corner[1]:] = True
+    for tile in ("tile_1", "tile_2"):
+        np.testing.assert_array_equal(covered["val", tile], in_corner)
+        np.testing.assert_array_equal(covered["train", tile], ~in_corner)
+
+
+def test_tile_area_split_refuses_tiles_too_small_and_bad_arguments(tmp_path):
+    tiles = levircd_samples(write_levircd_tree(tmp_path / "levir", splits=None, n=1, size=256))
+    with pytest.raises(InputError, match=r"^tile .*tile_1\.png is 256x256 \(rows x cols\): with 0\.1 of it for "
+                                         r"validation, its parts \(corner 81x81, left 81x175\) cannot hold a "
+                                         r"128x128 chip\.$"):
+        tile_area_split(tiles, 0.1, "val", 128)
+    with pytest.raises(InputError, match=r"^the validation share of each tile must be in \(0, 1\), got 1\.0\.$"):
+        tile_area_split(tiles, 1.0, "val")
+    with pytest.raises(InputError, match=r"^unknown split 'test' of the tiles: expected one of train, val\.$"):
+        tile_area_split(tiles, 0.1, "test")
+    windowed = [tiles[0].__class__(**{**tiles[0].__dict__, "window": (0, 0, 8, 8)})]
+    with pytest.raises(InputError, match=r"^sample tile_1 \(.*\) is a window, not a whole tile to split\.$"):
+        tile_area_split(windowed, 0.1, "val")
