@@ -9,8 +9,10 @@ Candidates are the checkpoints of the most evolved stage (the highest FT depth o
 ``pareto.png`` (as the paper's Fig. 13), ``ensemble.json`` (the front, outputs averaged: the paper's use)
 and ``ensemble_params.json`` (the front, parameters averaged). ``--compare`` evaluates the best single
 checkpoint by MCC, the output ensemble and the parameter average on the data and writes ``compare.json``
-and ``compare.md``. (Not named ``select.py``: that would shadow Python's ``select`` module, which
-``subprocess`` imports, for anything run from the repository root.)
+and ``compare.md``. The files appear together when all are written, the ensembles last, or none does (a
+full disk, Ctrl-C). Checkpoints whose parameters are damaged (not the SHA-256 of their record) are no
+candidates, with a warning naming each; none left is an error. (Not named ``select.py``: that would shadow
+Python's ``select`` module, which ``subprocess`` imports, for anything run from the repository root.)
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
-from utilities.atomic import atomic_write_text, writable_folder
+from utilities.atomic import FileSet, atomic_files, writable_folder
 from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
 from utilities.errors import InputError
-from utilities.inference.evaluation import metrics_table, result_row
+from utilities.inference.evaluation import Evaluation, metrics_table, result_row
 from utilities.inference.selection import (
     ENSEMBLE_FILES,
     best_single,
@@ -50,21 +52,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _compare(args: argparse.Namespace, out: Path, candidates, samples) -> None:
+def _compare(args: argparse.Namespace, out: Path, candidates, samples, files: FileSet) -> Dict[str, Evaluation]:
+    """Evaluate the best single checkpoint and the ensembles written in ``files`` (read from their temporary
+    files); write ``compare.json`` and ``compare.md`` into ``files``."""
     best = best_single(candidates)
-    models = {f"best single (epoch {best.epoch})": best.params,
-              "output ensemble": out / ENSEMBLE_FILES["outputs"],
-              "parameter average": out / ENSEMBLE_FILES["parameters"]}
-    evaluations = compare_models(models, samples, args.threshold)
+    ensembles = {"output ensemble": out / ENSEMBLE_FILES["outputs"],
+                 "parameter average": out / ENSEMBLE_FILES["parameters"]}
+    models = {f"best single (epoch {best.epoch})": best.params, **ensembles}
+    staged = {**models, **{name: files.staged(path) for name, path in ensembles.items()}}
+    evaluations = compare_models(staged, samples, args.threshold)
     report = {"data": data_description(args), "threshold": args.threshold,
               "models": {name: {"spec": str(models[name]), **result_row(e.counts, e.metrics)}
                          for name, e in evaluations.items()}}
-    atomic_write_text(out / "compare.json", json.dumps(report, indent=2))
-    atomic_write_text(out / "compare.md", f"# Model selection compared on {data_description(args)}\n\n"
-                      + metrics_table(comparison_rows(evaluations)))
-    for name, evaluation in evaluations.items():
-        print(f"{name}: MCC {evaluation.metrics['mcc']:.4f} F1 {evaluation.metrics['f1']:.4f}")
-    print(f"wrote {out / 'compare.json'} and {out / 'compare.md'}")
+    files.write_text(out / "compare.json", json.dumps(report, indent=2))
+    files.write_text(out / "compare.md", f"# Model selection compared on {data_description(args)}\n\n"
+                     + metrics_table(comparison_rows(evaluations)))
+    return evaluations
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
@@ -81,12 +84,17 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         recompute_metrics(candidates, samples, args.threshold)
         source = f"measured on {data_description(args)}"
     front = mark_front(candidates)
-    written = write_selection(candidates, out, source)
+    evaluations: Dict[str, Evaluation] = {}
+    with atomic_files() as files:  # all the outputs appear together, or none does
+        written: List[Path] = list(write_selection(candidates, out, source, files).values())
+        if args.compare:
+            evaluations = _compare(args, out, candidates, samples, files)
+            written += [out / "compare.json", out / "compare.md"]
     print(f"FT depth {candidates[0].depth} stage: {len(candidates)} candidate(s), Pareto front epochs "
           f"{[c.epoch for c in front]} ({source})")
-    print("wrote " + ", ".join(str(p) for p in written.values()))
-    if args.compare:
-        _compare(args, out, candidates, samples)
+    for name, evaluation in evaluations.items():
+        print(f"{name}: MCC {evaluation.metrics['mcc']:.4f} F1 {evaluation.metrics['f1']:.4f}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

@@ -4,7 +4,8 @@ A process killed mid-write leaves either the old file or none, never a truncated
 complete (checkpoints, histories, outputs). Temporary names are hidden and carry the host and process
 id (``.<name>.<host>-<pid>.<random>.tmp<suffix>``): a process killed by SIGKILL cannot remove its
 own, so every write removes the temporary files that dead processes of this host left next to its
-target. Files are created with mode ``0666 & ~umask``, like any file the user creates.
+target. Files are created with mode ``0666 & ~umask``, like any file the user creates. The outputs of one
+command can be written as a set that appears all at once or not at all (:func:`atomic_files`).
 
 Write failures raise :class:`WriteError` (an :class:`OSError`) naming the final file, not the temporary
 one; a failure with (almost) no free space left on the device is reported as ``ENOSPC`` even when the
@@ -19,7 +20,7 @@ import re
 import secrets
 import socket
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 from rasterio.errors import RasterioError
 
@@ -151,3 +152,64 @@ def atomic_write_text(path: PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
+
+
+class FileSet:
+    """Output files that appear under their final names together: made by :func:`atomic_files`."""
+
+    def __init__(self, stack: contextlib.ExitStack):
+        self._stack = stack
+        self._staged: Dict[Path, Tuple[str, bool]] = {}
+
+    @contextlib.contextmanager
+    def path(self, path: PathLike, last: bool = False) -> Iterator[str]:
+        """Yield a temporary file name for ``path`` (with its extension, which some writers need), as
+        :func:`atomic_path` does, but keep it under that name until the whole set is complete. Write errors
+        are raised as a :class:`WriteError` naming ``path``. ``last``: rename it after the files not marked
+        so (the file whose presence tells that the others are there, e.g. the ensemble a later command reads).
+        """
+        path = Path(path)
+        tmp = self._stack.enter_context(temporary_path(path, path.suffix))
+        try:
+            yield tmp
+        except _WRITE_ERRORS as err:
+            raise write_error(err, path) from None
+        self._staged[path] = (tmp, last)
+
+    def write_text(self, path: PathLike, text: str, last: bool = False) -> None:
+        """Write ``text`` to ``path`` as part of the set."""
+        with self.path(path, last) as tmp:
+            Path(tmp).write_text(text)
+
+    def staged(self, path: PathLike) -> Path:
+        """The temporary file that holds the content of ``path`` (already written in the set) until the set
+        is complete, to read it back meanwhile."""
+        return Path(self._staged[Path(path)][0])
+
+    def _commit(self) -> None:
+        order = sorted(self._staged.items(), key=lambda item: item[1][1])  # stable: the last-marked at the end
+        for path, (tmp, _) in order:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise write_error(err, path) from None
+
+
+@contextlib.contextmanager
+def atomic_files(within: Optional[FileSet] = None) -> Iterator[FileSet]:
+    """A :class:`FileSet`: the files written into it take their final names only when the context ends
+    without error, all of them, in the order they were written (those marked ``last`` after the others);
+    on error (a full disk, Ctrl-C, a failure of the command) every one is removed and none appears. A
+    process killed meanwhile leaves only temporary files, which later writes remove.
+
+    ``within``: an enclosing set to join instead (its files then appear with that set's); lets a function
+    write its files on its own or as part of its caller's outputs.
+    """
+    if within is not None:
+        yield within
+        return
+    with contextlib.ExitStack() as stack:
+        files = FileSet(stack)
+        yield files
+        files._commit()
+

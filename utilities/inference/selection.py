@@ -9,7 +9,9 @@ checkpoints that no other one beats on both -- and averages the inference output
 :func:`recompute_metrics` measures them again on a validation set), :func:`mark_front` finds the front,
 :func:`write_selection` writes ``selection.json``, ``pareto.png`` and two ensemble files for
 :func:`utilities.artifacts.model_io.load_predictor`: ``ensemble.json`` (mode ``outputs``, the paper's) and
-``ensemble_params.json`` (mode ``parameters``: one network with the members' mean parameters).
+``ensemble_params.json`` (mode ``parameters``: one network with the members' mean parameters). They appear
+together or not at all, the ensembles last. Checkpoints whose parameters were pruned or are damaged (not the
+SHA-256 their record holds) are no candidates: a warning names them.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
 from nn import mean_fractal_tanimoto
@@ -28,9 +30,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from mxnet import nd
 
-from utilities.artifacts.checkpoint import CheckpointRecord, Checkpoints
-from utilities.artifacts.model_io import load_predictor
-from utilities.atomic import atomic_path, atomic_write_text
+from utilities.artifacts.checkpoint import CheckpointRecord, Checkpoints, file_digest
+from utilities.artifacts.model_card import card_path, spec_card
+from utilities.artifacts.model_io import checkpoint_record, load_predictor
+from utilities.atomic import FileSet, atomic_files
 from utilities.data.datasets import Sample
 from utilities.errors import InputError
 from utilities.inference.evaluation import Evaluation, Prediction, evaluate, finite_or_none
@@ -62,15 +65,27 @@ def _metric(record: CheckpointRecord, key: str) -> float:
     return math.nan if value is None else float(value)
 
 
+def _damage(params: Path, record: CheckpointRecord) -> Optional[str]:
+    """Why the existing parameters file of ``record`` cannot be used, or None (its SHA-256, when recorded,
+    is checked)."""
+    if params.stat().st_size == 0:
+        return "the file is empty"
+    if record.params_sha256 is not None and file_digest(params) != record.params_sha256:
+        return "its content differs from the SHA-256 in its record (a truncated or damaged copy)"
+    return None
+
+
 def stage_candidates(run_dir: PathLike) -> List[Candidate]:
     """The checkpoints of the most evolved stage of a run (highest ``metrics.depth`` among its records).
 
-    Records whose parameters were pruned (``output.keep_checkpoints``) are skipped with a warning.
+    Records whose parameters were pruned (``output.keep_checkpoints``) are skipped with one warning; those
+    whose parameters are damaged (empty, or not the SHA-256 their record holds) with one warning each,
+    naming the file.
 
     Raises
     ------
     InputError
-        The run has no checkpoint records, or none of the stage's parameter files exists.
+        The run has no checkpoint records, or none of the stage's parameter files is there intact.
     """
     checkpoints = Checkpoints(run_dir)
     records = [r for r in checkpoints.records() if "depth" in r.metrics]
@@ -78,7 +93,7 @@ def stage_candidates(run_dir: PathLike) -> List[Candidate]:
         raise InputError(f"run directory {run_dir} has no checkpoint records with metrics "
                          f"({checkpoints.dir}/epoch_*.json, written by train.py)")
     depth = max(int(r.metrics["depth"]) for r in records)
-    candidates, pruned = [], []
+    candidates, pruned, damaged = [], [], []
     for record in records:
         if int(record.metrics["depth"]) != depth:
             continue
@@ -86,13 +101,22 @@ def stage_candidates(run_dir: PathLike) -> List[Candidate]:
         if not params.exists():
             pruned.append(record.epoch)
             continue
+        damage = _damage(params, record)
+        if damage is not None:
+            log.warning("checkpoint %s cannot be read: %s; epoch %d is not a candidate", params, damage,
+                        record.epoch)
+            damaged.append(record.epoch)
+            continue
         candidates.append(Candidate(int(record.epoch), params, depth, _metric(record, "val_mcc"),
                                     _metric(record, "val_ft")))
     if pruned:
         log.warning("epochs %s of the FT depth %d stage have no parameters any more (pruned): not candidates",
                     pruned, depth)
     if not candidates:
-        raise InputError(f"no checkpoint of the last stage (FT depth {depth}) of {run_dir} has its parameters")
+        skipped = ", ".join(f"epochs {epochs} {why}" for epochs, why in ((pruned, "pruned"), (damaged, "damaged"))
+                            if epochs)
+        raise InputError(f"no checkpoint of the last stage (FT depth {depth}) of {run_dir} has intact parameters "
+                         f"({skipped}): nothing to select")
     return candidates
 
 
@@ -173,9 +197,10 @@ def recompute_metrics(candidates: Sequence[Candidate], samples: Sequence[Sample]
         candidate.mcc = evaluation.metrics["mcc"]
 
 
-def plot_pareto(candidates: Sequence[Candidate], path: PathLike) -> None:
+def plot_pareto(candidates: Sequence[Candidate], path: PathLike, files: Optional[FileSet] = None) -> None:
     """Fig. 13 of the paper: MCC and <FT>^d over the stage's epochs (front: filled cyan dots) and MCC
-    against <FT>^d (front: open cyan circles joined by its staircase), as PNG."""
+    against <FT>^d (front: open cyan circles joined by its staircase), as PNG (one of ``files`` when given,
+    :func:`~utilities.atomic.atomic_files`)."""
     depth = candidates[0].depth
     shown = sorted((c for c in candidates if c.finite), key=lambda c: c.epoch)
     front = [c for c in shown if c.on_front]
@@ -198,7 +223,7 @@ def plot_pareto(candidates: Sequence[Candidate], path: PathLike) -> None:
     ax_pair.set(xlabel="validation MCC", ylabel=f"validation {ft_name}",
                 title=f"FT depth {depth} stage: {len(front)} of {len(candidates)} checkpoints on the front")
     ax_pair.legend(loc="best")
-    with atomic_path(path, suffix=".png") as tmp:
+    with atomic_files(files) as files, files.path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 
 
@@ -206,32 +231,39 @@ def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
 
 
-def write_ensembles(front: Sequence[Candidate], out_dir: PathLike) -> Dict[str, Path]:
-    """``ensemble.json`` and ``ensemble_params.json`` listing the front's parameters relative to ``out_dir``."""
+def write_ensembles(front: Sequence[Candidate], out_dir: PathLike, files: Optional[FileSet] = None) -> Dict[str, Path]:
+    """``ensemble.json`` and ``ensemble_params.json`` listing the front's parameters relative to ``out_dir``,
+    each with its model card (:func:`~utilities.artifacts.model_card.spec_card`) (all or none; with the other
+    files of ``files`` when given, after them, :func:`~utilities.atomic.atomic_files`)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     members = [_relative(c.params, out_dir) for c in front]
+    checkpoints = [checkpoint_record(c.params) for c in front]
     written = {}
-    for mode, name in ENSEMBLE_FILES.items():
-        written[mode] = out_dir / name
-        atomic_write_text(written[mode], json.dumps({"members": members, "mode": mode,
-                                                     "epochs": [c.epoch for c in front]}, indent=2))
+    with atomic_files(files) as files:
+        for mode, name in ENSEMBLE_FILES.items():
+            written[mode] = out_dir / name
+            card = spec_card(written[mode], checkpoints, mode)  # its model card, ensemble.stac.json
+            files.write_text(card_path(written[mode]), json.dumps(card, indent=2) + "\n")
+            files.write_text(written[mode], json.dumps({"members": members, "mode": mode,
+                                                        "epochs": [c.epoch for c in front]}, indent=2), last=True)
     return written
 
 
-def write_selection(candidates: Sequence[Candidate], out_dir: PathLike, source: str) -> Dict[str, Path]:
+def write_selection(candidates: Sequence[Candidate], out_dir: PathLike, source: str,
+                    files: Optional[FileSet] = None) -> Dict[str, Path]:
     """Write ``selection.json`` (every candidate, its metrics and whether it is on the front), ``pareto.png``
-    and the ensemble files for the candidates' front (:func:`mark_front` first)."""
+    and the ensemble files for the candidates' front (:func:`mark_front` first): all or none, the ensembles
+    last, with the other files of ``files`` when given (:func:`~utilities.atomic.atomic_files`)."""
     out_dir = Path(out_dir)
-    written = write_ensembles([c for c in candidates if c.on_front], out_dir)
     rows = [{"epoch": c.epoch, "params": _relative(c.params, out_dir), "val_mcc": finite_or_none(c.mcc),
              "val_ft": finite_or_none(c.ft), "on_front": c.on_front} for c in candidates]
     selection = {"stage_depth": candidates[0].depth, "metrics": source, "maximised": ["val_mcc", "val_ft"],
                  "front_epochs": [c.epoch for c in candidates if c.on_front], "candidates": rows}
-    written["selection"] = out_dir / "selection.json"
-    atomic_write_text(written["selection"], json.dumps(selection, indent=2))
-    written["plot"] = out_dir / "pareto.png"
-    plot_pareto(candidates, written["plot"])
+    written = {"selection": out_dir / "selection.json", "plot": out_dir / "pareto.png"}
+    with atomic_files(files) as files:
+        files.write_text(written["selection"], json.dumps(selection, indent=2))
+        plot_pareto(candidates, written["plot"], files)
+        written.update(write_ensembles([c for c in candidates if c.on_front], out_dir, files))
     return written
 
 

@@ -1,5 +1,6 @@
 """utilities/inference/selection.py and select_models.py: the Pareto front of MCC and <FT> over the most evolved
 stage (paper Section 8.5.2, Fig. 13), the ensembles it writes, and the command line."""
+import errno
 import json
 import logging
 import os
@@ -11,11 +12,13 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 import select_models
 from tests.utilities.fakes import write_levircd_tree
 from tests.utilities.tiny_models import save_checkpoint, tiny_network
 from utilities.artifacts.model_io import load_predictor
+from utilities.atomic import WriteError
 from utilities.errors import InputError
 from utilities.inference.selection import mark_front, pareto_front, stage_candidates, write_selection
 
@@ -156,3 +159,88 @@ def test_command_line_in_process_and_its_errors(run_dir, tmp_path, capsys):
         "error: --compare needs labelled data: --levircd ROOT [--split val] or --date1/--date2/--label"]
     assert select_models.main([str(tmp_path / "nothing")]) == 2
     assert "has no checkpoint records" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ damaged checkpoints, full disk
+
+
+def damage(params: Path, how: str) -> None:
+    data = params.read_bytes()
+    params.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
+                        "byte-flipped": data[:-100] + bytes([data[-100] ^ 1]) + data[-99:]}[how])
+
+
+@pytest.fixture
+def small_run(tmp_path) -> Path:
+    """A last stage of three epochs: epoch 2 beats the others on both metrics (the front alone)."""
+    for epoch, (mcc, ft) in {1: (0.6, 0.6), 2: (0.9, 0.9), 3: (0.5, 0.5)}.items():
+        save_checkpoint(tmp_path / "run", tiny_network(seed=epoch), epoch,
+                        metrics={"depth": 1, "val_mcc": mcc, "val_ft": ft})
+    return tmp_path / "run"
+
+
+def epoch_params(run: Path, epoch: int) -> Path:
+    return run / "checkpoints" / f"epoch_{epoch:04d}.params"
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "byte-flipped"])
+def test_damaged_parameters_are_no_candidates_and_each_is_named(small_run, tmp_path, caplog, how):
+    """The best checkpoint (the front alone) and one off the front are damaged: both are left out, a warning
+    naming each, and the ensemble is made of the best intact checkpoint, which predict loads."""
+    for epoch in (2, 3):
+        damage(epoch_params(small_run, epoch), how)
+    out = tmp_path / "selection"
+    with caplog.at_level(logging.WARNING):
+        assert select_models.main([str(small_run), "--out", str(out)]) == 0
+    reason = ("the file is empty" if how == "empty"
+              else "its content differs from the SHA-256 in its record (a truncated or damaged copy)")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"checkpoint {epoch_params(small_run, e)} cannot be read: {reason}; epoch {e} is not a candidate"
+        for e in (2, 3)]
+    assert [c["epoch"] for c in json.loads((out / "selection.json").read_text())["candidates"]] == [1]
+    for name in ("ensemble.json", "ensemble_params.json"):
+        ensemble = json.loads((out / name).read_text())
+        assert ensemble["epochs"] == [1]
+        assert [(out / m).resolve() for m in ensemble["members"]] == [epoch_params(small_run, 1).resolve()]
+        load_predictor(out / name)
+
+
+def test_no_intact_candidate_is_an_error_and_writes_nothing(small_run, tmp_path, capsys):
+    for epoch in (1, 2):
+        damage(epoch_params(small_run, epoch), "byte-flipped")
+    epoch_params(small_run, 3).unlink()  # pruned
+    out = tmp_path / "selection"
+    assert select_models.main([str(small_run), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: no checkpoint of the last stage (FT depth 1) of {small_run} has intact parameters "
+        f"(epochs [3] pruned, epochs [1, 2] damaged): nothing to select"]
+    assert not out.exists()
+
+
+def test_selection_files_appear_together_the_ensembles_last(run_dir, tmp_path, monkeypatch):
+    """A full disk at pareto.png (written after selection.json) leaves none of the files, and the previous
+    ensemble as it was; written in full, the ensembles take their names after the other files."""
+    out = tmp_path / "selection"
+    out.mkdir()
+    (out / "ensemble.json").write_text("the previous selection's")
+    candidates = stage_candidates(run_dir)
+    mark_front(candidates)
+
+    def full_disk(figure, path, **kwargs):
+        Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")  # a few bytes, then the device is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Figure, "savefig", full_disk)
+        with pytest.raises(WriteError) as err:
+            write_selection(candidates, out, "recorded")
+    assert err.value.strerror == f"no space left on device writing {out / 'pareto.png'}"
+    assert [p.name for p in out.iterdir()] == ["ensemble.json"]
+    assert (out / "ensemble.json").read_text() == "the previous selection's"
+
+    renamed, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(dst).name), replace(src, dst)))
+    write_selection(candidates, out, "recorded")
+    assert renamed == ["selection.json", "pareto.png", "ensemble.json", "ensemble_params.json"]
+    assert json.loads((out / "ensemble.json").read_text())["epochs"] == FRONT
+
