@@ -56,16 +56,19 @@ def _resnet_block(channels: int, nheads: int, ftdepth: int, norm: str, norm_grou
 
 
 def _fractal_block(channels: int, nheads: int, ftdepth: int, norm: str, norm_groups: int) -> HybridBlock:
-    return FTAttResUnit(channels, nheads=nheads, ftdepth=ftdepth, norm=norm, norm_groups=norm_groups)
+    return FTAttResUnit(channels, nheads=nheads, groups=nheads, ftdepth=ftdepth, norm=norm, norm_groups=norm_groups)
 
 
 def _ceec_block(channels: int, nheads: int, ftdepth: int, norm: str, norm_groups: int,
                 version: int) -> HybridBlock:
-    return CEECUnit(channels, nheads=nheads, version=version, ftdepth=ftdepth, norm=norm, norm_groups=norm_groups)
+    return CEECUnit(channels, nheads=nheads, groups=nheads, version=version, ftdepth=ftdepth, norm=norm,
+                    norm_groups=norm_groups)
 
 
-#: block name -> factory(channels, nheads, ftdepth, norm, norm_groups). The ResNet block has no
-#: attention and ignores ``nheads`` and ``ftdepth`` (Table A.3 lists no heads for it).
+#: block name -> factory(channels, nheads, ftdepth, norm, norm_groups). The units are the change-detection
+#: models' (:mod:`mantis.models`), their convolutions grouped by the heads as there (Listings 6-7, the
+#: authors' code); the ResNet block has no attention and ignores ``nheads`` and ``ftdepth`` (Table A.3 lists
+#: no heads for it), so its convolutions are ungrouped.
 BLOCKS: Dict[str, Callable[..., HybridBlock]] = {
     "resnet": _resnet_block,
     "fractal": _fractal_block,

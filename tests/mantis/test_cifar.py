@@ -7,6 +7,7 @@ from mxnet import autograd, gluon, nd
 from mantis import get_model, list_models
 from mantis.cifar import REGISTERED, CifarNet, DenseN
 from mantis.summary import count_parameters
+from tests.mantis.readings import blocks, ungrouping
 
 TINY = [f"{name}_tiny" for name in sorted(REGISTERED)]
 PAPER = ["cifar_resnet", "cifar_fractalresnet", "cifar_ceecnetv1", "cifar_ceecnetv2"]  # Fig. 8's ranking
@@ -86,27 +87,54 @@ def test_resnet_tiny_parameter_count_follows_table_a3_layout():
     assert count_parameters(get_model("cifar_resnet_tiny"), (1, 3, 32, 32)) == expected
 
 
+#: Table A.3's classifiers, trainable parameters (README's CIFAR-10 section)
+PAPER_COUNTS = {"cifar_resnet": 72_692_692, "cifar_fractalresnet": 69_925_850, "cifar_ceecnetv1": 71_734_438,
+                "cifar_ceecnetv2": 74_271_946}
+
+
+#: the same with every unit convolution but the attention's ungrouped (the listings read the other way, as
+#: these classifiers were built before; README's CIFAR-10 section)
+UNGROUPED_COUNTS = {"cifar_resnet": 72_692_692, "cifar_fractalresnet": 72_893_402, "cifar_ceecnetv1": 78_133_222,
+                    "cifar_ceecnetv2": 80_670_730}
+
+
 def test_paper_size_parameter_counts():
-    counts = {name: count_parameters(get_model(name), (1, 3, 32, 32)) for name in PAPER}
-    for name, count in counts.items():
-        print(f"{name}: {count:,} parameters ({count / 1e6:.2f} M)")
-    # the head is the same in all four: DenseN 256*8*8 -> 4096 -> 512 -> 10
+    nets = {name: get_model(name) for name in PAPER}
+    counts = {name: count_parameters(net, (1, 3, 32, 32)) for name, net in nets.items()}
+    assert counts == PAPER_COUNTS
+    outside_attention = lambda path: not any(part.startswith("att") for part in path.split("."))  # noqa: E731
+    assert {name: counts[name] + ungrouping(net.features, outside_attention)
+            for name, net in nets.items()} == UNGROUPED_COUNTS
+    # the head is the same in all four: DenseN 256*8*8 -> 4096 -> 512 -> 10 (69.2 M)
     head = 256 * 64 * 4096 + 2 * 4096 + 4096 * 512 + 2 * 512 + 512 * 10 + 2 * 10
-    assert all(count > head for count in counts.values())
-    # each block has a different size (Section 7.1), growing in the order of Fig. 8's ranking
-    assert [counts[n] for n in PAPER] == sorted(counts.values())
-    assert len(set(counts.values())) == len(PAPER)
+    assert head == 69_220_372 and all(count > head for count in counts.values())
+
+
+@pytest.mark.parametrize("name", ["cifar_fractalresnet", "cifar_ceecnetv1", "cifar_ceecnetv2"])
+def test_unit_convolutions_are_grouped_by_the_stage_heads(name):
+    """One reading of the listings for CIFAR-10 and change detection: every convolution of a unit (FracTAL
+    q/k/v, ResBlock, CEECNet's compressions, Expand, ExpandNCombine) is grouped by its stage's heads (8, 16,
+    32), except CEECNet's ``collect`` (ungrouped, it binds the two views); the ResNet baseline has no heads."""
+    net = get_model(name)
+    for stage, heads in enumerate((8, 16, 32)):
+        convs = {path: b for path, b in blocks(net.features[1 + 3 * stage])
+                 if isinstance(b, gluon.nn.Conv2D) and b._kwargs["kernel"] == (3, 3)}
+        ungrouped = {path for path, b in convs.items() if b._kwargs["num_group"] == 1}
+        assert {path for path, b in convs.items() if b._kwargs["num_group"] == heads} == set(convs) - ungrouped
+        assert all(path.startswith("collect.") for path in ungrouped) and len(ungrouped) < len(convs) / 4, ungrouped
+    resnet = get_model("cifar_resnet")
+    assert all(b._kwargs["num_group"] == 1 for _, b in blocks(resnet) if isinstance(b, gluon.nn.Conv2D))
 
 
 def test_resnet_unit_is_the_fractal_unit_without_attention():
-    """Table A.3's blocks differ only in their attention: with gamma = 0 and the same residual-branch
-    weights, the FracTAL ResNet unit computes the ResNet V2 unit (which is why the baseline keeps
-    ``nn.ResBlock``, conv2 bias included, rather than another library's ResNet V2 block)."""
+    """Table A.3's blocks differ only in their attention: with one head (ungrouped, as the baseline), gamma = 0
+    and the same residual-branch weights, the FracTAL ResNet unit computes the ResNet V2 unit (which is why the
+    baseline keeps ``nn.ResBlock``, conv2 bias included, rather than another library's ResNet V2 block)."""
     from mantis.cifar import BLOCKS
 
     x = nd.array(np.random.RandomState(1).normal(size=(2, 8, 6, 6)))
     plain = BLOCKS["resnet"](8, 2, 5, "BatchNorm", 4)
-    fractal = BLOCKS["fractal"](8, 2, 5, "BatchNorm", 4)
+    fractal = BLOCKS["fractal"](8, 1, 5, "BatchNorm", 4)  # one head: ungrouped, as the baseline
     for block in (plain, fractal):
         block.initialize(mx.init.Normal(0.5))
         block(x)

@@ -9,6 +9,7 @@ from mxnet import nd
 from mantis import get_model, list_models
 from mantis.models import FIDELITIES, UNITS, MantisCD, nearest2x
 from mantis.summary import count_parameters
+from tests.mantis.readings import parameters, ungrouping, units
 
 TINY_CD = [f"{unit}_tiny" for unit in sorted(UNITS)]
 TINY_BOTH = [(name, fidelity) for name in TINY_CD for fidelity in sorted(FIDELITIES)]
@@ -106,11 +107,50 @@ def test_fidelity_through_the_registry_with_overrides():
 #: trainable parameters of the D6nf32 models with fidelity="paper" (README's table)
 PAPER_D6NF32 = {"fractalresnet": 24_087_998, "ceecnetv1": 40_548_188, "ceecnetv2": 64_349_992}
 
+#: Listing 5's convolutions (mantis's names) that carry no groups in the listing; V2 replaces compr22
+#: (``combine_ec``) by a Fusion, whose convolution Listing 3 groups
+LISTING5_PLAIN = {"conv_ce", "compress_ce1", "compress_ce2", "conv_ec", "compress_ec", "combine_ec"}
+UNGROUPED_IN_LISTINGS = {"fractalresnet": lambda path: path.startswith("res."),
+                         "ceecnetv1": lambda path: path.split(".")[0] in LISTING5_PLAIN,
+                         "ceecnetv2": lambda path: path.split(".")[0] in LISTING5_PLAIN - {"combine_ec"}}
+
+#: README's table of readings, D6nf32, parameters against mantis ``paper``: Listings 4-5 read literally
+#: (ResBlock and Listing 5's convolutions ungrouped); Listings 6-7's Expand/ExpandNCombine ungrouped (the
+#: CIFAR-10 models' former reading); V2's decoder Fusions with an ungrouped fusing convolution; the head fed
+#: the Fusion of the first unit's outputs (no stem Fusion); the decoder concatenating the resized deeper
+#: tensor at its own width (Fig. 6), no 1x1 Conv2DN to c before it
+READINGS_D6NF32 = {
+    "fractalresnet": dict(listings_4_5=31_083_264, expand=0, decoder_fusion=0, head_input=-74_306,
+                          decoder_width=-351_168),
+    "ceecnetv1": dict(listings_4_5=48_567_600, expand=18_455_688, decoder_fusion=0, head_input=-74_306,
+                      decoder_width=-351_168),
+    "ceecnetv2": dict(listings_4_5=40_796_784, expand=18_455_688, decoder_fusion=6_213_888, head_input=-74_306,
+                      decoder_width=None),
+}
+
+
+def _readings(net, unit):
+    """The parameter effect of each reading of READINGS_D6NF32 on a shape-inferred MantisCD."""
+    decoder_width = None
+    if not net.config["upfuse"]:  # concatenation: the deeper 2c channels join the skip's c in the 1x1 Conv2DN
+        decoder_width = sum(-parameters(step.up) + step.combine.conv.conv.weight.shape[0] * step.up.conv._channels
+                            for step in net.decoder)
+    return dict(
+        listings_4_5=sum(ungrouping(u, UNGROUPED_IN_LISTINGS[unit]) for u in units(net)),
+        expand=sum(ungrouping(u, lambda p: p.split(".")[0] in ("expand_ce", "expand_ec")
+                              and not any(part.startswith("att") for part in p.split("."))) for u in units(net)),
+        decoder_fusion=sum(ungrouping(step.combine, lambda p: p.startswith("fuse.")) for step in net.decoder
+                           if isinstance(step.combine, Fusion)),
+        head_input=-parameters(net.fuse_stem), decoder_width=decoder_width)
+
 
 @pytest.mark.parametrize("unit", sorted(PAPER_D6NF32))
-def test_paper_d6nf32_parameter_counts(unit):
+def test_paper_d6nf32_parameter_counts_and_other_readings(unit):
+    """The README's counts of mantis ``paper`` at D6nf32, and of the readings of the listings it does not
+    follow (counted from the layers' shapes, nothing computed)."""
     net = get_model(f"{unit}_d6nf32")
     assert count_parameters(net, (1, 3, 256, 256), (1, 3, 256, 256)) == PAPER_D6NF32[unit]
+    assert _readings(net, unit) == READINGS_D6NF32[unit]
 
 
 def test_paper_v2_decoder_fusion_is_listing3():
