@@ -5,8 +5,10 @@
 
 The graph takes the standardised date images ``date1, date2`` (batch, bands, size, size) and returns
 ``segmentation, boundary, distance``; the per-band mean/std to standardise with are written beside it as
-``<name>.json``. An ensemble file exports as its mode says: ``parameters``, the one averaged network;
-``outputs``, one graph running every member and averaging their outputs (paper Section 8.5.2).
+``<name>.json``, and its model card (a STAC Machine-Learning-Model item: bands, normalisation, input size,
+outputs, framework, fidelity; also in the ONNX file's metadata) as ``<name>.stac.json``. An ensemble file
+exports as its mode says: ``parameters``, the one averaged network; ``outputs``, one graph running every member
+and averaging their outputs (paper Section 8.5.2).
 Exit status: 0 exported and parity within the tolerance; 1 not exportable or parity above the tolerance
 (nothing written); 2 unusable input.
 """
@@ -45,7 +47,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     report = export_onnx(args.model, args.out, size=args.size, batch=args.batch, tolerance=args.tolerance)
     members = f", {report.members} members averaged in the graph" if report.members > 1 else ""
     print(f"wrote {report.model_file} (opset {report.opset}, input {list(report.input_shape)}{members}) and "
-          f"{report.normalization_file}")
+          f"{report.normalization_file}, model card {report.card_file}")
     print("parity |onnxruntime - MXNet| max: " + json.dumps(report.max_abs_diff) + f" <= {report.tolerance:g}")
     return 0
 

@@ -3,7 +3,10 @@
 The graph maps the two *standardised* date images ``date1, date2`` of shape ``(batch, C, size, size)``
 to the three head outputs ``segmentation, boundary, distance`` (paper Section 6.3), each
 ``(batch, classes, size, size)``. The input standardisation (per-band mean/std of the training chips)
-is not part of the graph: it is written beside the ONNX file as ``<name>.json`` with the bands.
+is not part of the graph: it is written beside the ONNX file as ``<name>.json`` with the bands. The file's
+metadata (``metadata_props``) and its model card ``<name>.stac.json`` (a STAC MLM item,
+:mod:`utilities.artifacts.model_card`) say what it takes and gives: bands and their order, normalisation,
+input shape, outputs and their meaning, framework, fidelity.
 
 What MXNet 1.9.1's exporter (at the installed onnx 1.14.1's opset 19) lacks or gets wrong on mantis's
 blocks, each mended here without touching the installed package:
@@ -52,6 +55,7 @@ from mxnet import gluon
 from mxnet.onnx.mx2onnx._export_onnx import MXNetGraph
 from onnx import helper, numpy_helper
 
+from utilities.artifacts.model_card import card_path, model_card, onnx_metadata, spec_members, write_card
 from utilities.artifacts.model_io import Predictor, load_predictor
 from utilities.atomic import atomic_path, atomic_write_text
 from utilities.errors import InputError
@@ -368,6 +372,26 @@ class ExportReport:
     split_nodes_fixed: int
     max_abs_diff: Dict[str, float]
     tolerance: float
+    card_file: str = ""
+
+
+def write_metadata(path: PathLike, metadata: Dict[str, str]) -> None:
+    """Replace the ``metadata_props`` of the ONNX file ``path`` by ``metadata``."""
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+
+
+def _onnx_assets(out: Path) -> Dict[str, Dict[str, object]]:
+    return {"model": {"href": out.name, "type": "application/octet-stream; framework=onnx",
+                      "roles": ["mlm:model", "mlm:compiled", "model"], "mlm:artifact_type": "onnx",
+                      "title": "the network as an ONNX graph (inputs date1, date2 standardised; outputs segmentation, "
+                               "boundary, distance)"},
+            "normalization": {"href": normalization_path(out).name, "type": "application/json", "roles": ["metadata"],
+                              "title": "the per-band mean and std to standardise the inputs with, and the bands"}}
 
 
 def normalization_path(onnx_path: PathLike) -> Path:
@@ -423,13 +447,20 @@ def export_onnx(spec: PathLike, out: PathLike, size: int = 256, batch: int = 1, 
         if not diffs[worst] <= tolerance:
             raise ExportError(f"ONNX parity check failed: output {worst!r} differs from MXNet by "
                               f"{diffs[worst]:.3g} > {tolerance:g}; {out} was not written")
+        members, mode = spec_members(spec)
+        card = model_card(members, mode, f"{members[0][0].model}-{out.stem}", _onnx_assets(out),
+                          parameters=sum(p.data().size for p in net.collect_params().values()), input_shape=shape,
+                          framework=("ONNX", onnx.__version__), extra={"opset": _opset(), "exported_from": str(spec),
+                                                                       "trained_with": f"MXNet {mx.__version__}"})
+        write_metadata(tmp, onnx_metadata(card))
         norm_path = normalization_path(out)
         normalization = {"inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "input_shape": list(shape),
                          "bands": predictor.bands, "mean": predictor.mean.ravel().tolist(),
                          "std": predictor.std.ravel().tolist(),
                          "usage": "feed (image - mean) / std per band (band-first, float32) as date1 and date2"}
         atomic_write_text(norm_path, json.dumps(normalization, indent=2))
+        write_card(card_path(out), card)
     return ExportReport(model_file=os.fspath(out), normalization_file=os.fspath(norm_path), input_shape=shape,
                         members=predictor.members, opset=_opset(), split_nodes_fixed=fixed, max_abs_diff=diffs,
-                        tolerance=tolerance)
+                        tolerance=tolerance, card_file=os.fspath(card_path(out)))
 

@@ -241,6 +241,7 @@ def test_selection_files_appear_together_the_ensembles_last(run_dir, tmp_path, m
     renamed, replace = [], os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(dst).name), replace(src, dst)))
     write_selection(candidates, out, "recorded")
-    assert renamed == ["selection.json", "pareto.png", "ensemble.json", "ensemble_params.json"]
+    assert renamed == ["selection.json", "pareto.png", "ensemble.stac.json", "ensemble_params.stac.json",  # cards
+                       "ensemble.json", "ensemble_params.json"]
     assert json.loads((out / "ensemble.json").read_text())["epochs"] == FRONT
 
