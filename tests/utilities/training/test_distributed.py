@@ -64,3 +64,71 @@ def test_many_small_broadcasts_on_two_ranks_neither_crash_nor_lose_values(tmp_pa
     kept = "".join(p.read_text()[-4000:] for p in sorted((tmp_path / "failures").glob("*.txt")))
     assert result.returncode == 0, result.stdout + kept
     assert "0 failed job(s) in 3" in result.stdout
+
+
+#: a training entry point under run_rank that waits for SIGTERM: in Python, or inside a C call that signals do
+#: not end (a mutex locked twice: how MXNet's engine waits for an operator or a collective)
+WAITING_RANK = """
+import ctypes, sys, time
+sys.path.insert(0, {root!r})
+from utilities.training.distributed import run_rank
+
+
+def main(argv):
+    print("waiting", flush=True)
+    if {inside_c!r}:
+        mutex = ctypes.create_string_buffer(64)
+        ctypes.CDLL(None).pthread_mutex_lock(mutex)
+        ctypes.CDLL(None).pthread_mutex_lock(mutex)
+    while True:
+        time.sleep(0.01)
+
+
+sys.exit(run_rank(main, {{}}))
+"""
+
+
+@pytest.mark.parametrize("inside_c", [False, True], ids=["in-python", "inside-c"])
+def test_sigterm_ends_a_rank_with_one_line_and_status_143(tmp_path, inside_c):
+    """SIGTERM (scancel, the time limit, horovodrun stopping its ranks) prints ``terminated`` and exits 143, also
+    when the main thread never returns to Python (then after TERMINATE_GRACE_S, within horovodrun's 5 s)."""
+    root = Path(__file__).resolve().parents[3]
+    script = tmp_path / "waiting_rank.py"
+    script.write_text(WAITING_RANK.format(root=str(root), inside_c=inside_c))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "waiting\n"
+    process.terminate()
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (143, "terminated\n")
+
+
+#: run_rank's process forks a child (as a DataLoader with workers does) and ends it with SIGTERM
+FORKING_RANK = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from utilities.training.distributed import TERMINATE_GRACE_S, run_rank
+
+
+def main(argv):
+    child = os.fork()
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    os.kill(child, 15)
+    _, status = os.waitpid(child, 0)
+    print("child ended by signal", os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, flush=True)
+    time.sleep(TERMINATE_GRACE_S + 1)  # the child's signal must not end this process meanwhile
+    return 0
+
+
+sys.exit(run_rank(main, {{}}))
+"""
+
+
+def test_a_forked_child_keeps_the_default_sigterm_and_does_not_end_its_parent(tmp_path):
+    root = Path(__file__).resolve().parents[3]
+    script = tmp_path / "forking_rank.py"
+    script.write_text(FORKING_RANK.format(root=str(root)))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "child ended by signal 15\n", "")
