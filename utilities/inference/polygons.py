@@ -36,14 +36,18 @@ import cv2
 import numpy as np
 import pyogrio.raw
 import pyproj
+import rasterio
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import shapes
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 from shapely.affinity import affine_transform
 from shapely.geometry import shape
 
-from utilities.atomic import atomic_path
+from utilities.atomic import FileSet, atomic_files
 from utilities.errors import InputError
 
 PathLike = Union[str, os.PathLike]
@@ -186,15 +190,16 @@ def check_min_area(min_area: float, crs: Optional[CRS], path: PathLike) -> None:
 
 @contextlib.contextmanager
 def polygon_writer(path: PathLike, width: int, crs: Optional[CRS], transform: Optional[Affine],
-                   classes: Mapping[int, str], min_area: float = 0.0,
-                   layer: Optional[str] = None) -> Iterator[Callable[[np.ndarray, np.ndarray], None]]:
+                   classes: Mapping[int, str], min_area: float = 0.0, layer: Optional[str] = None,
+                   files: Optional[FileSet] = None) -> Iterator[Callable[[np.ndarray, np.ndarray], None]]:
     """Write the regions of a class raster to the GeoPackage ``path`` strip by strip: yields
     ``add(classes (n, width), probability (n, width))`` for the rows from the top (see the module docstring).
 
     Parameters
     ----------
     path : path
-        The ``.gpkg`` to write (atomically: it appears complete or not at all).
+        The ``.gpkg`` to write (atomically: it appears complete or not at all; with ``files``, when that set of
+        outputs does, :func:`~utilities.atomic.atomic_files`).
     width : int
         The raster's columns.
     crs, transform
@@ -243,7 +248,7 @@ def polygon_writer(path: PathLike, width: int, crs: Optional[CRS], transform: Op
         if len(batch) >= _BATCH:
             flush(tmp)
 
-    with atomic_path(path, suffix=".gpkg") as tmp:
+    with atomic_files(files) as files, files.path(path) as tmp:
         os.unlink(tmp)  # the GeoPackage driver creates the file itself
 
         def add(class_rows: np.ndarray, probability: np.ndarray) -> None:
@@ -253,3 +258,71 @@ def polygon_writer(path: PathLike, width: int, crs: Optional[CRS], transform: Op
         yield add
         emit(regions.close(), tmp)
         flush(tmp)
+
+
+#: the outcome classes of an evaluation's TP/FP/FN polygons
+OUTCOMES = {1: "TP", 2: "FP", 3: "FN"}
+
+
+def outcome_classes(pred: np.ndarray, label: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """uint8 codes of :data:`OUTCOMES` (TP 1, FP 2, FN 3; true negatives and pixels without data 0)."""
+    pred, label = np.asarray(pred, bool), np.asarray(label, bool)
+    codes = np.select([pred & label, pred & ~label, ~pred & label], [1, 2, 3], 0).astype(np.uint8)
+    return np.where(valid, codes, 0).astype(np.uint8)
+
+
+def _sample_grid(path: PathLike, window: Optional[tuple]) -> tuple:
+    """``(crs, transform)`` of a sample's pixels (its window of the raster ``path``); identity without one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            crs, transform = src.crs, src.transform
+    if window is not None:
+        row, col, rows, cols = window
+        transform = window_transform(Window(col, row, cols, rows), transform)
+    return crs, transform
+
+
+class OutcomePolygons:
+    """The ``observe`` callback of an evaluation (:func:`utilities.inference.evaluation.score`) that writes, per
+    sample, ``<name>_tpfpfn.gpkg`` beside its TP/FP/FN map: the connected regions of true positives, false
+    positives and false negatives (field ``class``: TP, FP, FN) with their pixels, area and probabilities, in the
+    sample's CRS (pixel coordinates without one). A context manager: a failed evaluation leaves no file.
+
+    Parameters
+    ----------
+    out_dir : path
+    threshold : float
+        Change where the probability is at least this (as the evaluation counts).
+    min_area : float
+        Regions smaller than this (square metres) are left out.
+    files : FileSet, optional
+        The command's outputs that the files join.
+    """
+
+    def __init__(self, out_dir: PathLike, threshold: float, min_area: float = 0.0, files: Optional[FileSet] = None):
+        self.out_dir, self.threshold, self.min_area, self.files = Path(out_dir), threshold, min_area, files
+        self.sample: Optional[contextlib.ExitStack] = None
+        self.add: Optional[Callable[[np.ndarray, np.ndarray], None]] = None
+
+    def __enter__(self) -> "OutcomePolygons":
+        return self
+
+    def __exit__(self, *error) -> None:
+        if self.sample is not None:
+            self.sample.__exit__(*error)
+            self.sample = None
+
+    def __call__(self, item) -> None:
+        """Take the rows of a :class:`~utilities.inference.evaluation.Prediction`."""
+        if item.row == 0:
+            crs, transform = _sample_grid(item.sample.date1, item.sample.window)
+            check_min_area(self.min_area, crs, item.sample.date1)
+            self.sample = contextlib.ExitStack()
+            self.add = self.sample.enter_context(polygon_writer(
+                self.out_dir / f"{item.sample.name}_tpfpfn.gpkg", item.label.shape[1], crs, transform, OUTCOMES,
+                self.min_area, layer="tpfpfn", files=self.files))
+        self.add(outcome_classes(item.probability >= self.threshold, item.label, item.valid), item.probability)
+        if item.last:
+            self.sample.close()
+            self.sample = None
