@@ -9,7 +9,7 @@ LEVIR-CD's 1024x1024 tiles at 256) are written to a temporary folder and chipped
 (``utilities.training.pipeline.chip_cache``, stride chip-size / 2, the paper's half overlap), then train.py's
 ``make_loaders`` (utilities.training.step) makes the training loader with the paper's defaults otherwise: ChipDataset
 (reading the memory-mapped chips, here from the page cache as the cache was just written; standardising; multitask
-targets), ChangeAugmentation, ShardSampler, DataLoader (batch ``--batch``, ``num_workers`` 0: train.py's default,
+targets), ChangeAugmentation, GlobalBatchSampler, DataLoader (batch ``--batch``, ``num_workers`` 0: train.py's default,
 loading in the training process). The pipeline's chips/s is the time to draw ``--chips`` chips batch by batch and move
 them to the training context, with augmentation on and off. Then, in the same process, the training chips/s of
 ``--model`` on one batch of these chips: ``--batch`` / median seconds of ``--steps`` training steps (forward,
@@ -92,11 +92,13 @@ def pipeline_seconds(cfg: Config, world: World, chips: int) -> Tuple[int, float,
     import numpy as np
     from mxnet import nd
 
+    from utilities.training.accumulate import plan_global_batch
     from utilities.training.step import limit, make_loaders, to_ctx
 
-    loader, sampler, augment, _, _ = make_loaders(cfg, world, Path(cfg.output.run_dir))
-    if len(sampler) < chips:
-        raise ValueError(f"the chip cache holds {len(sampler)} chips, fewer than --chips {chips}")
+    plan = plan_global_batch(cfg.train, world.size, "benchmark")
+    loader, sampler, augment, _, _ = make_loaders(cfg, world, Path(cfg.output.run_dir), plan)
+    if sampler.updates * plan.share < chips:
+        raise ValueError(f"an epoch draws {sampler.updates * plan.share} chips, fewer than --chips {chips}")
     sampler.set_epoch(1)
     if augment is not None:  # seeded as train.py seeds it
         augment.rng = np.random.default_rng((cfg.train.seed, world.rank, 1))
