@@ -341,3 +341,102 @@ def test_scripts_parse():
     for script in sorted((ROOT / "hpc").glob("*.slurm")) + [LAUNCH]:
         result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+# ------------------------------------------------------------------------------------ predict.slurm
+PREDICT = ROOT / "hpc" / "predict.slurm"
+ARRAY_RESOURCES = ["--nodes=1", "--ntasks=1", "--cpus-per-task=1", "--partition=debug", "--time=30"]
+
+
+def submit_region(env: dict, logs: Path) -> subprocess.CompletedProcess:
+    """`bash hpc/predict.slurm` as a user runs it outside a job: it sizes and submits the array itself."""
+    return subprocess.run(["bash", str(PREDICT), "--parsable", *ARRAY_RESOURCES, f"--output={logs}/%x-%A_%a.out"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def array_tasks(job: int) -> dict:
+    """``{task id: JobState}`` of an array job (one ``scontrol -o`` line per task)."""
+    result = subprocess.run(["timeout", "30", "scontrol", "-o", "show", "job", str(job)], capture_output=True,
+                            text=True)
+    tasks = {}
+    for line in result.stdout.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if fields.get("ArrayTaskId", "").isdigit():
+            tasks[int(fields["ArrayTaskId"])] = fields["JobState"]
+    return tasks
+
+
+def wait_array(job: int, count: int, timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        tasks = array_tasks(job)
+        if len(tasks) == count and all(state in FINISHED for state in tasks.values()):
+            return tasks
+        time.sleep(0.5)
+    subprocess.run(["scancel", str(job)])
+    raise AssertionError(f"array job {job} did not end within {timeout} s: {array_tasks(job)}")
+
+
+def test_predict_array_of_two_blocks_joins_them_and_a_killed_task_resumes(cluster, tmp_path):
+    """One scene as 2 blocks of rows, a 2-task array sized from the manifest. Task 1 is killed (SIGKILL) while
+    it predicts: task 0's block is kept, nothing is joined. Submitting again runs task 1 alone, which
+    predicts its block and joins both: the outputs equal a single-process prediction of the whole scene."""
+    from tests.utilities.tiny_models import save_checkpoint, tiny_network
+    from utilities.data.synthetic import write_geotiff_scene
+
+    scene = write_geotiff_scene(tmp_path / "scene", 512, 256, seed=7)
+    model = save_checkpoint(tmp_path / "run", tiny_network(), epoch=1)
+    manifest = tmp_path / "region.csv"
+    manifest.write_text(f"date1,date2,out\n{scene['date1']},{scene['date2']},{tmp_path / 'out'}\n")
+    options = "--block-rows 256 --window 32 --stride 8 --batch-size 8"
+    env = job_env(MANIFEST=str(manifest), MODEL=str(model), PREDICT_ARGS=options)
+    submitted = submit_region(env, cluster.logs)
+    assert submitted.returncode == 0, submitted.stderr
+    assert f"submitting the tasks 0-1 of {manifest}" in submitted.stdout
+    job = int(submitted.stdout.splitlines()[-1].split(";")[0])
+    cluster.jobs.append(job)
+    log1 = cluster.logs / f"mantis-predict-{job}_1.out"
+    deadline = time.time() + 180
+    while "task 1: pair 1" not in (log1.read_text() if log1.exists() else ""):  # the model is loaded, predicting
+        assert time.time() < deadline and array_tasks(job).get(1) in ("PENDING", "RUNNING", None), \
+            log1.read_text() if log1.exists() else array_tasks(job)
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=KILL", f"{job}_1"], check=True)
+    tasks = wait_array(job, 2)
+    log0 = (cluster.logs / f"mantis-predict-{job}_0.out").read_text()
+    assert tasks[0] == "COMPLETED" and tasks[1] != "COMPLETED", (tasks, log0, log1.read_text())
+    assert "task 0: predicted block 1/2" in log0 and "1 block(s) of" in log0
+    assert "joined" not in log1.read_text()
+    assert not (tmp_path / "out" / "prediction.json").exists()
+
+    again = submit_region(env, cluster.logs)  # only the killed task is submitted again
+    assert again.returncode == 0, again.stderr
+    assert f"submitting the tasks 1 of {manifest}" in again.stdout
+    job2 = int(again.stdout.splitlines()[-1].split(";")[0])
+    cluster.jobs.append(job2)
+    assert wait_array(job2, 1) == {1: "COMPLETED"}
+    log = (cluster.logs / f"mantis-predict-{job2}_1.out").read_text()
+    assert "task 1: predicted block 2/2" in log and "joined the 2 blocks into" in log, log
+    assert not (tmp_path / "out" / "blocks").exists()
+    done = submit_region(env, cluster.logs)
+    assert done.stdout.strip() == f"nothing to do: every task of {manifest} is complete"
+
+    python = env.get("PYTHON", str(ROOT / ".venv" / "bin" / "python"))
+    single = subprocess.run([python, "predict.py", "--model", str(model), "--date1", str(scene["date1"]), "--date2",
+                             str(scene["date2"]), "--out", str(tmp_path / "single"), *options.split()[2:]],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    import rasterio
+
+    from utilities.inference.tiled import OUTPUT_FILES
+    for name in OUTPUT_FILES.values():
+        with rasterio.open(tmp_path / "out" / name) as joined, rasterio.open(tmp_path / "single" / name) as whole:
+            assert joined.read().tobytes() == whole.read().tobytes(), name
+
+
+def test_predict_script_outside_an_array_is_one_line(tmp_path):
+    env = job_env(MANIFEST=str(tmp_path / "region.csv"), MODEL=str(tmp_path), SLURM_JOB_ID="5")
+    result = subprocess.run(["bash", str(PREDICT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: not a job array task: submit with 'bash hpc/predict.slurm', which sizes --array from the manifest"]
