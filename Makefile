@@ -35,6 +35,7 @@ bench: install
 	$(PY) benchmarks/bench_horovod.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_inference.py --model fractalresnet_tiny --sizes 512 1024 --stride 64
+	$(PY) benchmarks/bench_engines.py
 
 ## make soak: 20 2-rank jobs of 20,000 small broadcasts each, then 50 consecutive 2-rank horovodrun starts of a
 ## tiny training; failures counted and their logs kept
