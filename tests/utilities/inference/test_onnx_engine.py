@@ -147,3 +147,23 @@ def test_gpu_providers_come_first_when_onnx_runtime_has_them():
         "CUDAExecutionProvider", "CPUExecutionProvider"]
     assert providers(["CPUExecutionProvider", "TensorrtExecutionProvider", "CUDAExecutionProvider"]) == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_predict_cli_runs_the_onnx_engine(models, scene, tmp_path, cache):
+    """predict.py --engine onnx with a checkpoint: exported into the cache, outputs within 1e-5 of --engine mxnet."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    env = dict(os.environ, MANTIS_ONNX_CACHE=str(cache))
+    common = ["--model", str(models["fractalresnet_tiny"]), "--date1", str(scene[0]), "--date2", str(scene[1]),
+              "--window", str(WINDOW), "--stride", str(STRIDE), "--batch-size", str(BATCH), "--no-quicklook",
+              "--probability-dtype", "float32"]
+    for engine in ("mxnet", "onnx"):
+        command = [sys.executable, "predict.py", *common, "--engine", engine, "--out", str(tmp_path / engine)]
+        result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+    assert len(list(cache.glob("*.onnx"))) == 1
+    mxnet, onnx = (read(tmp_path / engine / "change_probability.tif") for engine in ("mxnet", "onnx"))
+    assert np.nanmax(np.abs(mxnet - onnx)) <= TOLERANCE
