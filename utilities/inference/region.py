@@ -8,9 +8,11 @@ pair or block gets a completion record (:mod:`utilities.inference.completion`) w
 block) is complete with the same settings and unchanged files is skipped, so a job array submitted again
 redoes only the work that a killed, failed or timed-out task left undone.
 
-Two tasks that finish the last blocks of a pair at the same moment both join it: the outputs are the same
-bytes from the same blocks and every file is renamed into place whole, so either result stands; one that
-finds the blocks already removed by the other stops there, reporting the pair as joined.
+Two tasks that finish the last blocks of a pair at the same moment both join it: the outputs have the same
+pixels (from the same blocks; a GeoPackage of polygons may differ in its bytes), every file is renamed into
+place whole, and each task's record, written after its files are in place, hashes the files then on disk,
+so the record written last describes the files that stand. A task that finds the blocks already removed
+by the other stops there, reporting the pair as joined.
 """
 from __future__ import annotations
 
