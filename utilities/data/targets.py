@@ -24,7 +24,8 @@ Definitions used here, for each class ``c`` with mask ``M_c`` (pixels of class `
 - **distance**: ``cv2.distanceTransform(M_c, DIST_L2, DIST_MASK_PRECISE)`` (exact Euclidean distance
   of every pixel of class ``c`` to the nearest pixel of another class; 0 outside ``M_c``) scaled to
   [0, 1] by its maximum over the chip (``cv2.normalize``, ``NORM_MINMAX``); all zero when the class is
-  absent.
+  absent. Computed by OpenCV's own algorithm, not Intel IPP's (:func:`euclidean_distance`), so that a
+  chip's targets are the same bytes in every run.
 
 The chip's edge is not treated as an object edge: a region that touches the edge of the chip goes on
 outside it, so its pixels on the edge are not boundary pixels and distances are measured to other
@@ -54,6 +55,24 @@ def inner_contour(region: np.ndarray) -> np.ndarray:
 def canny_band(region: np.ndarray) -> np.ndarray:
     """uint8 {0, 1} Canny edges of ``region`` (uint8 {0, 1}) dilated with the 3x3 cross."""
     return cv2.dilate(cv2.Canny(region, 0, 1), _CROSS) // 255
+
+
+def euclidean_distance(region: np.ndarray) -> np.ndarray:
+    """float32 exact Euclidean distance of every pixel of ``region`` (uint8 {0, 1}, not all 1) to the nearest 0.
+
+    ``cv2.distanceTransform(region, DIST_L2, DIST_MASK_PRECISE)`` with Intel IPP switched off for the call
+    (``cv2.ipp.setUseIPP`` is per thread). OpenCV 4.8 hands images of fewer than 128 x 128 pixels (any size when OpenCV
+    runs one thread) to IPP's ``ippiTrueDistanceTransform_8u32f_C1R``, whose result changes in the last bit
+    with the address of the output array (opencv/opencv#24082): the same chip then got different distance
+    targets in two runs, and training was not repeatable. OpenCV's own algorithm gives ``sqrt`` of the exact
+    squared distance, correctly rounded, wherever the arrays lie.
+    """
+    use_ipp = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)
+    try:
+        return cv2.distanceTransform(region, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    finally:
+        cv2.ipp.setUseIPP(use_ipp)
 
 
 def floor_to_hundredths(distance: np.ndarray) -> np.ndarray:
@@ -122,6 +141,5 @@ def make_targets(mask: np.ndarray, classes: int = 2,
         if region.all():
             dist[c] = target_form.full_distance
         else:
-            distance = cv2.distanceTransform(region, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-            dist[c] = cv2.normalize(distance, None, 0.0, 1.0, cv2.NORM_MINMAX)
+            dist[c] = cv2.normalize(euclidean_distance(region), None, 0.0, 1.0, cv2.NORM_MINMAX)
     return segm, bound, target_form.stored(dist)
