@@ -73,7 +73,7 @@ def _compare(args: argparse.Namespace, out: Path, candidates, samples, files: Fi
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    has_data = args.levircd is not None or args.date1 is not None
+    has_data = args.levircd is not None or args.oscd is not None or args.date1 is not None
     if args.compare and not has_data:
         raise InputError("--compare needs labelled data: --levircd ROOT [--split val] or --date1/--date2/--label")
     samples = data_samples(args) if has_data else None

@@ -16,7 +16,17 @@ import sys
 from typing import Callable, List, Mapping, Optional, Sequence, Type
 
 from utilities.data.datasets import LEVIRCD_SPLITS, Sample, levircd_samples, pair_samples
+from utilities.data.oscd import oscd_cities, oscd_samples
 from utilities.errors import InputError
+from utilities.raster.bands import (
+    ALIGN_CHOICES,
+    DEFAULT_RESAMPLING,
+    check_band_names,
+    model_band_inputs,
+    model_dates,
+    pair_rasters,
+    parse_band_names,
+)
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
@@ -71,14 +81,21 @@ def entry_point(main: Main, failures: Mapping[Type[BaseException], int] = DEFAUL
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, split: str) -> None:
-    """The options that name labelled data: a LEVIR-CD folder and split, or one pair with its label."""
-    group = parser.add_argument_group("labelled data (a LEVIR-CD folder, or one pair of dates)")
+    """The options that name labelled data: a LEVIR-CD folder and split, an OSCD folder and cities, or one pair
+    with its label (dates as rasters or folders of band files, :mod:`utilities.raster.bands`)."""
+    group = parser.add_argument_group("labelled data (a LEVIR-CD folder, an OSCD folder, or one pair of dates)")
     group.add_argument("--levircd", metavar="ROOT", help="LEVIR-CD root (ROOT/<split>/{A,B,label}/*.png)")
     group.add_argument("--split", default=split, choices=(*LEVIRCD_SPLITS, "none"),
                        help=f"LEVIR-CD split (default {split}); 'none': ROOT holds A/, B/, label/ itself")
     group.add_argument("--date1", help="date 1 image of one pair (GeoTIFF, PNG or JPEG)")
     group.add_argument("--date2", help="date 2 image of the pair")
     group.add_argument("--label", help="change label of the pair (0/1 or 0/255)")
+    group.add_argument("--oscd", metavar="ROOT", help="an OSCD data set (ROOT/images/<city>/imgs_1, imgs_2, "
+                       "ROOT/train_labels/<city>/cm) instead: the cities of --cities")
+    group.add_argument("--cities", help="with --oscd: comma-separated cities (default: those of ROOT/train.txt)")
+    group.add_argument("--bands", help="band names of dates made of band files, e.g. B02,B03,B04 (default: the "
+                       "model's; dates that lack one of them are refused)")
+    group.add_argument("--align", choices=ALIGN_CHOICES, help="resample date 2 onto date 1's grid by georeference")
 
 
 def data_samples(args: argparse.Namespace) -> List[Sample]:
@@ -90,17 +107,34 @@ def data_samples(args: argparse.Namespace) -> List[Sample]:
         Neither or both of ``--levircd`` and ``--date1/--date2/--label``, an incomplete pair, or bad data.
     """
     pair = (args.date1, args.date2, args.label)
-    if (args.levircd is None) == all(p is None for p in pair):
-        raise InputError("give either --levircd ROOT or --date1, --date2 and --label")
+    if (args.levircd is not None) + (args.oscd is not None) + any(p is not None for p in pair) != 1:
+        raise InputError("give either --levircd ROOT or --date1, --date2 and --label (or --oscd ROOT)")
     if args.levircd is not None:
         return levircd_samples(args.levircd, None if args.split == "none" else args.split)
+    names = parse_band_names(args.bands)
+    model = getattr(args, "model", None)
+    if args.oscd is not None:
+        trained = model_band_inputs(model) if model is not None else None
+        if trained is not None and names is not None:
+            check_band_names(trained["names"], names, "the band list --bands")
+        cities = oscd_cities(args.oscd) if args.cities is None else parse_band_names(args.cities)
+        settings = {} if trained is None else {"reference": trained.get("reference"),
+                                               "resampling": trained.get("resampling") or DEFAULT_RESAMPLING}
+        return oscd_samples(args.oscd, cities, bands=trained["names"] if trained else names, align=args.align,
+                            **settings)
     if any(p is None for p in pair):
         raise InputError("a pair needs all of --date1, --date2 and --label")
-    return pair_samples(*pair)
+    if model is not None:
+        date1, date2 = model_dates(model, args.date1, args.date2, names, args.align)
+    else:
+        date1, date2 = pair_rasters(args.date1, args.date2, names, align=args.align)
+    return pair_samples(date1, date2, args.label)
 
 
 def data_description(args: argparse.Namespace) -> str:
     """The data options in words, for reports."""
     if args.levircd is not None:
         return f"LEVIR-CD {args.levircd} split {args.split}"
+    if args.oscd is not None:
+        return f"OSCD {args.oscd} cities {args.cities or 'of train.txt'}"
     return f"pair {args.date1} / {args.date2}, label {args.label}"
