@@ -18,6 +18,14 @@ keeps the ``window`` padded input rows that the current strip needs, reading onl
 rows (with their reflected margins) at each step, adds the windows' predictions into a
 :class:`StripAccumulator` of ``window`` rows, and hands out the ``stride`` top rows as soon as no later
 window can touch them. Memory is ``O(width x window)``, independent of the raster's height.
+
+Blending. The paper's average is the ``"uniform"`` blend: every window's pixels weigh 1. The ``"taper"``
+blend (:func:`window_weights`) weighs each window's pixels by a separable raised cosine, 1 at the window's
+centre down to :data:`TAPER_FLOOR` at its edges, and takes ``sum(w p) / sum(w)``: the edges of a window,
+which see the least context, count less, so that a larger stride (fewer windows) leaves no seams where
+windows meet. When the stride is ``window / n`` for an integer ``n >= 2`` (e.g. 128 for 256), the
+overlapping windows' weights along an axis add up to the same total at every pixel: a pure cross-fade.
+With ``stride == window`` (no overlap) both blends give each pixel its one window's prediction.
 """
 from __future__ import annotations
 
@@ -33,6 +41,11 @@ from utilities.errors import InputError
 RowReader = Callable[[int, int], np.ndarray]
 #: ``predict(batch (B, C, window, window)) -> (B, K, window, window)``: K maps per window.
 WindowPredictor = Callable[[np.ndarray], np.ndarray]
+#: how the predictions of overlapping windows are combined (the first, the paper's plain average, is the default)
+BLENDS = ("uniform", "taper")
+#: the ``"taper"`` weight of a window's outermost pixels along an axis (1 at its centre): > 0, so that a pixel
+#: covered by a window's edge alone keeps that window's prediction
+TAPER_FLOOR = 0.05
 
 
 def check_window(window: int, stride: int, size_multiple: int = 1) -> None:
@@ -51,6 +64,26 @@ def check_window(window: int, stride: int, size_multiple: int = 1) -> None:
         nearest = f"{lower} or {lower + size_multiple}" if lower else f"{size_multiple}"
         raise InputError(f"window {window} is not a multiple of {size_multiple}, which the model needs (its input "
                          f"sides must be multiples of {size_multiple}): use {nearest}.")
+
+
+def window_weights(window: int, blend: str = "uniform") -> np.ndarray:
+    """The ``(window, window)`` float32 weight of each pixel of a window's prediction in the blend.
+
+    ``"uniform"``: all 1 (the paper's average). ``"taper"``: the outer product of
+    ``TAPER_FLOOR + (1 - TAPER_FLOOR) sin^2(pi (i + 0.5) / window)``, ``i = 0 .. window - 1``: symmetric,
+    > 0 everywhere, largest at the centre.
+
+    Raises
+    ------
+    InputError
+        An unknown ``blend``.
+    """
+    if blend not in BLENDS:
+        raise InputError(f"blend {blend!r} is not one of {', '.join(BLENDS)}.")
+    if blend == "uniform":
+        return np.ones((window, window), np.float32)
+    profile = TAPER_FLOOR + (1 - TAPER_FLOOR) * np.sin(np.pi * (np.arange(window) + 0.5) / window) ** 2
+    return np.outer(profile, profile).astype(np.float32)
 
 
 def reflect_index(index: np.ndarray, size: int) -> np.ndarray:
@@ -78,17 +111,26 @@ class Tiling:
         Size of the raster.
     window, stride : int
         Window side and step between windows (paper: 256 and 64).
+    blend : str
+        How overlapping windows' predictions are combined, one of :data:`BLENDS` (:func:`window_weights`).
     """
 
     height: int
     width: int
     window: int = 256
     stride: int = 64
+    blend: str = "uniform"
 
     def __post_init__(self):
         check_window(self.window, self.stride)
+        window_weights(1, self.blend)  # refuses an unknown blend now, not at the first window
         if self.height < 1 or self.width < 1:
             raise ValueError(f"Tiling: empty raster {self.height}x{self.width}")
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Each window pixel's weight in the blend, ``(window, window)`` (:func:`window_weights`)."""
+        return window_weights(self.window, self.blend)
 
     @property
     def pad(self) -> int:
@@ -144,7 +186,7 @@ class Tiling:
 
 
 class StripAccumulator:
-    """Sums and counts of window predictions over ``rows`` consecutive padded rows.
+    """Weighted sums of window predictions, and the sums of their weights, over ``rows`` consecutive padded rows.
 
     Parameters
     ----------
@@ -152,21 +194,26 @@ class StripAccumulator:
         Maps per window (K).
     rows, width : int
         The strip's height (the window side) and the padded raster's width.
+    weights : numpy.ndarray, optional
+        ``(rows, w)``: the weight of each pixel of a window (:func:`window_weights`); default all 1, the plain
+        average (multiplying by 1 and adding 1 are exact: the same bits as summing and counting).
     """
 
-    def __init__(self, channels: int, rows: int, width: int):
+    def __init__(self, channels: int, rows: int, width: int, weights: Optional[np.ndarray] = None):
         self.sums = np.zeros((channels, rows, width), dtype=np.float32)
         self.counts = np.zeros((rows, width), dtype=np.float32)
+        self.weights = weights
 
     def add(self, col: int, predictions: np.ndarray) -> None:
-        """Add a window's ``(K, rows, w)`` predictions at padded column ``col``."""
+        """Add a window's ``(K, rows, w)`` predictions at padded column ``col``, times their weights."""
         w = predictions.shape[-1]
-        self.sums[:, :, col:col + w] += predictions
-        self.counts[:, col:col + w] += 1
+        weights = np.ones(predictions.shape[1:], np.float32) if self.weights is None else self.weights
+        self.sums[:, :, col:col + w] += predictions * weights
+        self.counts[:, col:col + w] += weights
 
     def pop(self, rows: int) -> np.ndarray:
-        """The average of the first ``rows`` rows, ``(K, rows, width)``; the strip then moves down by ``rows``
-        (the rows below move up, new rows start empty)."""
+        """The weighted average of the first ``rows`` rows, ``(K, rows, width)``; the strip then moves down by
+        ``rows`` (the rows below move up, new rows start empty)."""
         averaged = self.sums[:, :rows] / self.counts[:rows]
         for array in (self.sums, self.counts):
             array[..., :-rows, :] = array[..., rows:, :]
@@ -184,7 +231,8 @@ class Strip(NamedTuple):
     inputs : numpy.ndarray
         ``(C, n, width)``: the raster's rows, as read.
     outputs : numpy.ndarray
-        ``(K, n, width)``: the average of the predictions of every window covering each pixel.
+        ``(K, n, width)``: the average of the predictions of every window covering each pixel (weighted by the
+        tiling's blend, :func:`window_weights`).
     """
 
     row: int
@@ -202,7 +250,8 @@ def _read_padded(tiling: Tiling, read: RowReader, start: int, stop: int, cols: n
 
 def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, batch_size: int,
                   rows: Optional[Tuple[int, int]] = None) -> Iterator[Strip]:
-    """Predict a raster window by window and yield its averaged rows in order, each row once.
+    """Predict a raster window by window and yield its averaged rows (the ``tiling``'s blend) in order, each row
+    once.
 
     Parameters
     ----------
@@ -229,7 +278,7 @@ def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, bat
     """
     w, s, pad = tiling.window, tiling.stride, tiling.pad
     first_row, stop_row = (0, tiling.height) if rows is None else rows
-    cols = tiling.source_cols()
+    cols, weights = tiling.source_cols(), tiling.weights
     origins = tiling.row_origins[tiling.window_rows(first_row, stop_row)]
     inputs = _read_padded(tiling, read, int(origins[0]), int(origins[0]) + w, cols)
     accumulator = None
@@ -241,7 +290,7 @@ def stream_strips(tiling: Tiling, read: RowReader, predict: WindowPredictor, bat
             batch_cols = tiling.col_origins[i:i + batch_size]
             predictions = predict(np.stack([inputs[:, :, c:c + w] for c in batch_cols]))
             if accumulator is None:
-                accumulator = StripAccumulator(predictions.shape[1], w, tiling.padded_width)
+                accumulator = StripAccumulator(predictions.shape[1], w, tiling.padded_width, weights)
             for c, prediction in zip(batch_cols, predictions):
                 accumulator.add(c, prediction)
         done = w if k == len(origins) - 1 else s

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from utilities.errors import InputError
-from utilities.raster.tiling import StripAccumulator, Tiling, check_window, reflect_index, stream_strips
+from utilities.raster.tiling import (
+    TAPER_FLOOR,
+    StripAccumulator,
+    Tiling,
+    check_window,
+    reflect_index,
+    stream_strips,
+    window_weights,
+)
 
 GEOMETRIES = [(200, 300, 64, 16), (37, 53, 16, 8), (256, 256, 256, 64), (5, 7, 32, 8), (1, 9, 16, 4),
               (30, 40, 24, 24)]
@@ -84,8 +92,8 @@ class RecordingReader:
         return self.image[:, row0:row1].copy()
 
 
-def streamed(image, window, stride, predict, batch_size=3):
-    t = Tiling(image.shape[1], image.shape[2], window, stride)
+def streamed(image, window, stride, predict, batch_size=3, blend="uniform"):
+    t = Tiling(image.shape[1], image.shape[2], window, stride, blend)
     reader = RecordingReader(image)
     return t, reader, list(stream_strips(t, reader, predict, batch_size))
 
@@ -179,8 +187,9 @@ def test_window_rows_are_exactly_the_windows_overlapping_a_block(height, width, 
         t.window_rows(3, 3)
 
 
+@pytest.mark.parametrize("blend", ["uniform", "taper"])
 @pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
-def test_streamed_block_rows_are_bit_for_bit_those_of_the_whole_raster(height, width, window, stride):
+def test_streamed_block_rows_are_bit_for_bit_those_of_the_whole_raster(height, width, window, stride, blend):
     """A block predicted alone (its rows of windows of the whole raster's grid, reflect padding only at the
     raster's own borders) gives the very bits of the whole run: same windows, batches, order of summation."""
     rng = np.random.default_rng(1)
@@ -190,8 +199,8 @@ def test_streamed_block_rows_are_bit_for_bit_those_of_the_whole_raster(height, w
     def predict(batch):
         return np.sin(batch * weights + batch.sum(axis=(2, 3), keepdims=True) / window)
 
-    whole = np.concatenate([s.outputs for s in streamed(image, window, stride, predict)[2]], axis=1)
-    t = Tiling(height, width, window, stride)
+    whole = np.concatenate([s.outputs for s in streamed(image, window, stride, predict, blend=blend)[2]], axis=1)
+    t = Tiling(height, width, window, stride, blend)
     edges = sorted({0, height, *rng.integers(1, max(height, 2), size=3).tolist()})
     for first, stop in zip(edges[:-1], edges[1:]):
         strips = list(stream_strips(t, RecordingReader(image), predict, 3, rows=(first, stop)))
@@ -200,3 +209,88 @@ def test_streamed_block_rows_are_bit_for_bit_those_of_the_whole_raster(height, w
         assert block.shape[1] == stop - first
         np.testing.assert_array_equal(block, whole[:, first:stop])
         np.testing.assert_array_equal(np.concatenate([s.inputs for s in strips], axis=1), image[:, first:stop])
+
+
+def disagreeing_windows(window: int):
+    """A model whose windows disagree about a pixel: each predicts a position-dependent map of its inputs, in
+    float32 (pixelwise, so that the result does not depend on how a batch is laid out in memory)."""
+    weights = np.random.default_rng(2).random((window, window)).astype(np.float32)
+    return lambda batch: np.sin(batch * weights + weights).astype(np.float32)
+
+
+def direct_blend(image, tiling, predict, dtype):
+    """sum(w p) / sum(w) by a direct sum over the whole padded raster, windows in the streaming order."""
+    padded = image[:, tiling.source_rows(0, tiling.padded_height)][:, :, tiling.source_cols()]
+    weights = tiling.weights.astype(dtype)
+    total = np.zeros((image.shape[0], tiling.padded_height, tiling.padded_width), dtype)
+    count = np.zeros(total.shape[1:], dtype)
+    w = tiling.window
+    for r in tiling.row_origins:
+        for c in tiling.col_origins:
+            total[:, r:r + w, c:c + w] += predict(padded[None, :, r:r + w, c:c + w])[0] * weights
+            count[r:r + w, c:c + w] += weights
+    return (total / count)[:, tiling.pad:tiling.pad + tiling.height, tiling.pad:tiling.pad + tiling.width]
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES)
+def test_uniform_blend_is_the_plain_average_bit_for_bit(height, width, window, stride):
+    """The default blend is the paper's average, to the bit: float32 sums of the windows' predictions in the
+    streaming order, divided by the number of windows."""
+    image = np.random.default_rng(0).random((2, height, width)).astype(np.float32)
+    predict = disagreeing_windows(window)
+    t, _, strips = streamed(image, window, stride, predict)
+    np.testing.assert_array_equal(window_weights(window), 1)
+    expected = direct_blend(image, t, predict, np.float32)
+    assert np.concatenate([s.outputs for s in strips], axis=1).tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES + [(50, 60, 32, 12), (40, 70, 256, 128)])
+def test_taper_blend_is_the_weighted_average(height, width, window, stride):
+    image = np.random.default_rng(0).random((2, height, width)).astype(np.float32)
+    predict = disagreeing_windows(window)
+    t, _, strips = streamed(image, window, stride, predict, blend="taper")
+    streamed_out = np.concatenate([s.outputs for s in strips], axis=1)
+    np.testing.assert_allclose(streamed_out, direct_blend(image.astype(np.float64), t, predict, np.float64),
+                               rtol=1e-5, atol=1e-6)
+    if stride < window and window // stride > 1:  # windows overlap: the blend differs from the plain average
+        uniform = np.concatenate([s.outputs for s in streamed(image, window, stride, predict)[2]], axis=1)
+        assert np.abs(streamed_out - uniform).max() > 1e-3
+
+
+@pytest.mark.parametrize("window", [1, 2, 7, 32, 256])
+def test_taper_weights_are_symmetric_positive_and_largest_at_the_centre(window):
+    w = window_weights(window, "taper")
+    assert w.shape == (window, window) and w.dtype == np.float32
+    np.testing.assert_array_equal(w, w.T)
+    np.testing.assert_array_equal(w, w[::-1])
+    np.testing.assert_array_equal(w, w[:, ::-1])
+    assert w.min() >= np.float32(TAPER_FLOOR ** 2) > 0 and w.max() <= 1
+    profile = w[window // 2] / w[window // 2].max()
+    half = profile[:(window + 1) // 2]
+    assert np.all(np.diff(half) >= 0)  # rising from the edge to the centre
+    if window == 256:  # the floor at the corners, 1 at the centre
+        np.testing.assert_allclose(w[0, 0], TAPER_FLOOR ** 2, rtol=2e-3)
+        np.testing.assert_allclose(w[window // 2, window // 2], 1, rtol=1e-3)
+
+
+@pytest.mark.parametrize("window, stride", [(256, 128), (256, 64), (32, 8), (24, 8)])
+def test_taper_weights_add_up_to_the_same_total_at_every_pixel_when_the_stride_divides_the_window(window, stride):
+    """A cross-fade: along an axis, the windows over a pixel (at offsets i, i + stride, ...) weigh the same in
+    total wherever the pixel is, so the blend changes the mixing, not the total weight."""
+    profile = window_weights(window, "taper")[window // 2] / window_weights(window, "taper")[window // 2].max()
+    totals = sum(np.roll(profile.astype(np.float64), k * stride) for k in range(window // stride))
+    np.testing.assert_allclose(totals, totals[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("height, width, window, stride", GEOMETRIES + [(50, 60, 32, 12), (70, 45, 24, 10)])
+def test_taper_keeps_a_constant_prediction_constant_borders_included(height, width, window, stride):
+    """Normalisation: sum(w c) / sum(w) = c at every pixel, the borders and sizes the stride does not divide
+    included."""
+    image = np.zeros((1, height, width), np.float32)
+    _, _, strips = streamed(image, window, stride, lambda batch: np.full(batch.shape, 0.3, np.float32), blend="taper")
+    np.testing.assert_allclose(np.concatenate([s.outputs for s in strips], axis=1), 0.3, rtol=1e-6)
+
+
+def test_unknown_blend_is_refused():
+    with pytest.raises(InputError, match=r"^blend 'gaussian' is not one of uniform, taper\.$"):
+        Tiling(10, 10, 8, 4, "gaussian")
