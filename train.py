@@ -6,18 +6,26 @@
     python train.py -c CONFIG --resume                                       # continue a killed run
 
 Horovod data parallelism: parameters broadcast from rank 0, gradients averaged by
-``DistributedTrainer``, data sharded per rank, validation counts summed over ranks (float64).
+``DistributedTrainer``, data sharded per rank, validation counts summed over ranks (float64). Every
+update ("step") uses ``train.global_batch`` chips: each rank's equal share in passes of at most
+``train.batch_size`` chips, their gradients summed (utilities/training/accumulate.py).
 Adam (0.9, 0.999); the evolving loss: learning rate / 10 and FT depth 0 -> 10 -> 20 -> 30 whenever
 the validation loss has not improved for ``patience`` epochs; the last stage runs
 ``final_stage_epochs`` epochs, then training ends. ``fidelity`` (``paper`` or ``authors``) picks the loss
 reduction, augmentation policy, target form and network (utilities/training/config.py).
-Rank 0 logs, shows progress bars and writes, atomically, per epoch: a checkpoint (parameters,
-optimiser state, schedule), ``history.json`` / ``history.csv``; ``config.yaml`` (resolved) at start.
+Rank 0 holds the run directory's lock (utilities/training/run_lock.py: a second training in it is
+refused), logs, shows progress bars and writes, atomically, per epoch: a checkpoint (parameters,
+optimiser state, schedule), ``history.json`` / ``history.csv``; ``config.yaml`` (resolved) once the data
+are found usable. ``--resume`` refuses a config that changes what the run computes or trains on
+(``RESUMABLE_KEYS`` in utilities/training/config.py lists what may change).
 
 Exit status: 0 when training ends; 2 for bad input (one line ``error: ...`` naming the file or config
-key, checked before any chip is cut); 1 when an input, the loss, the gradients or the parameters are
-not finite (one line naming the epoch, the step and, for inputs and losses, the first offending chip;
-checked before every parameter update and before every checkpoint: that epoch gets no checkpoint).
+key, checked before any chip is cut; also a run directory in use by another training, or a ``--resume``
+with a changed config); 1 when an input, the loss, the gradients or the parameters are not finite (one
+line naming the epoch, the step and, for inputs and losses, the first offending chip; checked before
+every parameter update and before every checkpoint: that epoch gets no checkpoint) or a write fails
+("no space left on device writing FILE"); 130 after SIGINT (``interrupted``), 143 after SIGTERM
+(``terminated``), the checkpoints those of the last complete epoch.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 import nn  # first: sets MXNet's OpenMP threads per rank before MXNet loads
 from nn import MultitaskFTLoss, mean_fractal_tanimoto
@@ -39,9 +48,12 @@ from utilities.artifacts.checkpoint import CheckpointRecord
 from utilities.errors import InputError
 from utilities.inference.metrics import change_metrics, confusion_counts
 from utilities.progress import progress, write
+from utilities.training.accumulate import GlobalBatch, GradientSum, batch_statistics_warning, plan_global_batch
 from utilities.training.config import Config, check_config, config_to_dict, load_config, save_config
 from utilities.training.distributed import World, allreduce_sum, init_world, run_rank
 from utilities.training.memory import return_freed_memory
+from utilities.training.pipeline import band_inputs
+from utilities.training.run_lock import lock_run_dir
 from utilities.training.schedule import EvolvingLossSchedule
 from utilities.training.step import (
     FiniteCheck,
@@ -50,11 +62,13 @@ from utilities.training.step import (
     check_parameters,
     end_epoch,
     finite_samples,
+    forward_backward,
     limit,
     make_loaders,
     previous_run,
+    restore_schedule,
     to_ctx,
-    train_step,
+    update,
 )
 from utilities.training.watchdog import StallWatchdog
 
@@ -76,16 +90,28 @@ def log(world: World, message: str) -> None:
 FAILURES = {InputError: 2, NonFiniteError: 1}
 
 
-def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int,
-                watchdog: StallWatchdog) -> float:
-    steps = len(loader) if cfg.train.max_steps_per_epoch is None else min(len(loader), cfg.train.max_steps_per_epoch)
+def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int, watchdog: StallWatchdog,
+                plan: GlobalBatch, gradients: GradientSum) -> Tuple[float, int]:
+    """One epoch of updates ("steps"), each of ``plan.size`` chips: this rank's passes of ``plan``, their gradients
+    summed, one all-reduce and one Adam update. Inputs and losses are checked every pass, the gradients every
+    update; the watchdog hears of every pass. Returns the mean training loss over all ranks' chips and the
+    number of updates."""
+    passes = len(plan.passes)
+    steps = len(loader) // passes
+    if cfg.train.max_steps_per_epoch is not None:
+        steps = min(steps, cfg.train.max_steps_per_epoch)
     total, count = 0.0, 0
-    bar = progress(total=steps, desc=f"epoch {epoch} train", disable=not world.is_root, leave=False, file=sys.stdout)
-    for step, (indices, batch) in enumerate(limit(batches(loader), steps), start=1):
-        where = f"epoch {epoch}, step {step}"
+    bar = progress(total=steps * passes, desc=f"epoch {epoch} train", unit="step" if passes == 1 else "pass",
+                   disable=not world.is_root, leave=False, file=sys.stdout)
+    for n, (indices, batch) in enumerate(limit(batches(loader), steps * passes)):
+        step, done = n // passes + 1, n % passes + 1
+        where = f"epoch {epoch}, step {step}" + (f", pass {done}" if passes > 1 else "")
         date1, date2, *targets = to_ctx(batch, ctx)
         check = FiniteCheck(where, lambda i: loader._dataset.describe(indices[i]))
-        loss, _ = train_step(net, trainer, loss_fn, (date1, date2), targets, check)
+        loss, _ = forward_backward(net, loss_fn, (date1, date2), targets, check)
+        gradients.add_pass(last=done == passes)
+        if done == passes:
+            update(net, trainer, plan.share, FiniteCheck(f"epoch {epoch}, step {step}", check.describe))
         total += float(loss.sum().asscalar())
         count += date1.shape[0]
         bar.set_postfix(loss=f"{total / count:.4f}")
@@ -93,7 +119,7 @@ def train_epoch(net, trainer, loss_fn, loader, cfg: Config, world: World, ctx, e
         watchdog.beat(where)
     bar.close()
     summed = allreduce_sum([total, count], "train_loss")
-    return summed[0] / max(summed[1], 1)
+    return summed[0] / max(summed[1], 1), steps
 
 
 def validate(net, loss_fn, loader, cfg: Config, world: World, ctx, epoch: int, watchdog: StallWatchdog) -> dict:
@@ -140,27 +166,39 @@ def main(argv=None) -> int:
     if cfg.train.memory_saving:
         return_freed_memory()
     world = init_world()
+    with lock_run_dir(Path(cfg.output.run_dir), world):  # one training at a time in a run directory
+        return train(cfg, args, world)
+
+
+def train(cfg: Config, args: argparse.Namespace, world: World) -> int:
+    """The run of :func:`main` in its locked run directory."""
     run_dir = Path(cfg.output.run_dir)
+    plan = plan_global_batch(cfg.train, world.size, args.config)  # refused before any chip is cut
     ctx = mx.cpu() if mx.context.num_gpus() == 0 else mx.gpu(world.local_rank)
     mx.random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
-    checkpoints, latest, history = previous_run(run_dir, args.resume, world)
-    if world.is_root:
-        save_config(cfg, run_dir / "config.yaml")
-        log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.configure_threads()} "
-                   f"thread(s) each, run dir {run_dir}")
+    checkpoints, latest, history = previous_run(run_dir, args.resume, world, cfg, args.config)
+    schedule = EvolvingLossSchedule.from_depths(cfg.train.lr, cfg.train.depths, factor=cfg.train.lr_factor,
+                                                patience=cfg.train.patience, milestones=cfg.train.milestones,
+                                                final_stage_epochs=cfg.train.final_stage_epochs)
+    if latest is not None:
+        restore_schedule(schedule, latest, checkpoints)
+    log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.configure_threads()} "
+               f"thread(s) each, {plan.describe()}, run dir {run_dir}")
 
     # normalization: the training chips' per-band mean/std, saved with every checkpoint for inference
-    train_loader, train_sampler, augment, val_loader, normalization = make_loaders(cfg, world, run_dir)
+    train_loader, train_sampler, augment, val_loader, normalization = make_loaders(cfg, world, run_dir, plan)
+    if world.is_root:  # once the data are found usable: a run refused for its data leaves no config behind
+        save_config(cfg, run_dir / "config.yaml")
     net = get_model(cfg.model.name, **cfg.model.args)
     net.initialize(mx.init.Xavier(), ctx=ctx)
+    warning = batch_statistics_warning(net, plan)
+    if warning and world.is_root:
+        print(warning, file=sys.stderr)
     if cfg.model.hybridize:
         # not static_alloc: with it MXNet 1.9.1 intermittently returns NaN gradients for the first
         # layer (6 of 15 identical tiny runs here; 0 of 15 without it)
         net.hybridize()
-    schedule = EvolvingLossSchedule.from_depths(cfg.train.lr, cfg.train.depths, factor=cfg.train.lr_factor,
-                                                patience=cfg.train.patience, milestones=cfg.train.milestones,
-                                                final_stage_epochs=cfg.train.final_stage_epochs)
     loss_fn = MultitaskFTLoss(depth=schedule.depth, axis=tuple(cfg.train.loss_axis))
 
     # shapes first (inside autograd.record: a broadcast after an inference-mode forward fails on
@@ -172,12 +210,11 @@ def main(argv=None) -> int:
     nd.waitall()  # every parameter has rank 0's values before the first step touches it
     trainer = hvd.DistributedTrainer(net.collect_params(), "adam",
                                      {"learning_rate": schedule.lr, "beta1": 0.9, "beta2": 0.999})
+    gradients = GradientSum(net)
     start = 1
     if latest is not None:
         checkpoints.load(latest, net, trainer)  # on every rank: parameters and Adam state
-        schedule.load_state_dict(latest.schedule)
-        trainer.set_learning_rate(schedule.lr)
-        loss_fn.depth = schedule.depth
+        trainer.set_learning_rate(schedule.lr)  # the schedule's (the saved optimiser carries its own)
         start = latest.epoch + 1
         log(world, f"resumed from epoch {latest.epoch}: lr {schedule.lr:g}, FT depth {schedule.depth}")
 
@@ -194,7 +231,8 @@ def main(argv=None) -> int:
             train_sampler.set_epoch(epoch)
             if augment is not None:
                 augment.rng = np.random.default_rng((cfg.train.seed, world.rank, epoch))
-            train_loss = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch, watchdog)
+            train_loss, updates = train_epoch(net, trainer, loss_fn, train_loader, cfg, world, ctx, epoch, watchdog,
+                                              plan, gradients)
             check_parameters(net, epoch)  # on every rank (they hold the same parameters): all stop together
             val = validate(net, loss_fn, val_loader, cfg, world, ctx, epoch, watchdog)
             lr, depth = schedule.lr, schedule.depth
@@ -202,14 +240,15 @@ def main(argv=None) -> int:
             if advanced:
                 trainer.set_learning_rate(schedule.lr)  # on every rank, or the ranks drift apart
                 loss_fn.depth = schedule.depth
-            row = dict(epoch=epoch, lr=lr, depth=depth, train_loss=train_loss,
+            row = dict(epoch=epoch, lr=lr, depth=depth, train_loss=train_loss, updates=updates,
+                       global_batch=plan.size, batch_split=plan.split,
                        **{f"val_{k}": v for k, v in val.items()}, rank_spread=parameter_spread(net),
                        seconds=round(time.time() - tic, 2))
             history.append(row)
             if world.is_root:
                 record = CheckpointRecord(cfg.model.name, epoch, cfg.model.args, normalization=normalization,
                                           bands=cfg.data.bands, schedule=schedule.state_dict(), metrics=row,
-                                          config=config_to_dict(cfg))
+                                          config=config_to_dict(cfg), band_inputs=band_inputs(cfg.data))
                 end_epoch(checkpoints, record, net, trainer, history, cfg.output.keep_checkpoints)
                 log(world, f"epoch {epoch}: lr {lr:g} depth {depth} train loss {train_loss:.4f} val loss "
                            f"{val['loss']:.4f} <FT> {val['ft']:.4f} F1 {val['f1']:.4f} MCC {val['mcc']:.4f} "

@@ -16,8 +16,10 @@ every epoch, metrics summed over ranks (float64). Adam, and the evolving-loss sc
 the newest ``keep_checkpoints`` keep their parameters), ``history.json`` and ``history.csv``.
 
 Exit status: 0 when training ends; 2 for bad input (one line ``error: ...`` naming the file or config
-key, checked before Horovod starts); 1 when an input, the loss, the gradients or the parameters are not
-finite (one line naming the epoch, the step and, for inputs and losses, the first offending image).
+key, checked before Horovod starts; also a run directory in use by another training, or a ``--resume``
+with a config that changes what the run computes, as in train.py); 1 when an input, the loss, the gradients
+or the parameters are not finite (one line naming the epoch, the step and, for inputs and losses, the first
+offending image) or a write fails; 130 after SIGINT, 143 after SIGTERM (``terminated``).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from utilities.errors import InputError
 from utilities.progress import progress, write
 from utilities.training.config import CifarConfig, check_config, config_to_dict, load_config, save_config
 from utilities.training.distributed import World, allreduce_sum, init_world, run_rank
+from utilities.training.run_lock import lock_run_dir
 from utilities.training.schedule import EvolvingLossSchedule
 from utilities.training.step import (
     FiniteCheck,
@@ -49,6 +52,7 @@ from utilities.training.step import (
     check_parameters,
     end_epoch,
     previous_run,
+    restore_schedule,
     train_step,
 )
 
@@ -161,9 +165,21 @@ def main(argv=None) -> int:
         cfg.data_dir = str(write_fake_cifar10(run_dir / "fake_cifar10", FAKE_PER_BATCH, cfg.seed))
     train_data, val_data = load_data(cfg, args.config)
     world = init_world()
+    with lock_run_dir(run_dir, world):  # one training at a time in a run directory
+        return train(cfg, args, world, train_data, val_data)
+
+
+def train(cfg: CifarConfig, args: argparse.Namespace, world: World, train_data: Tuple[np.ndarray, np.ndarray],
+          val_data: Tuple[np.ndarray, np.ndarray]) -> int:
+    """The run of :func:`main` in its locked run directory."""
+    run_dir = Path(cfg.out_dir)
     ctx = mx.cpu() if mx.context.num_gpus() == 0 else mx.gpu(world.local_rank)
     mx.random.seed(cfg.seed)
-    checkpoints, latest, history = previous_run(run_dir, args.resume, world)
+    checkpoints, latest, history = previous_run(run_dir, args.resume, world, cfg, args.config)
+    schedule = EvolvingLossSchedule.from_depths(cfg.lr, cfg.schedule.depths, factor=cfg.schedule.factor,
+                                                patience=cfg.schedule.patience, milestones=cfg.schedule.milestones)
+    if latest is not None:
+        restore_schedule(schedule, latest, checkpoints)
     if world.is_root:
         save_config(cfg, run_dir / "config.yaml")
         write(f"{cfg.model}: {len(train_data[0])} training / {len(val_data[0])} validation images, {world.size} "
@@ -172,8 +188,6 @@ def main(argv=None) -> int:
     net = get_model(cfg.model, **cfg.model_kwargs)
     net.initialize(mx.init.Xavier(), ctx=ctx)
     net.hybridize()
-    schedule = EvolvingLossSchedule.from_depths(cfg.lr, cfg.schedule.depths, factor=cfg.schedule.factor,
-                                                patience=cfg.schedule.patience, milestones=cfg.schedule.milestones)
     loss_fn = LOSSES[cfg.loss]
     # shapes first, inside autograd.record (as train.py), then the same starting parameters on every rank
     with autograd.record():
@@ -185,7 +199,6 @@ def main(argv=None) -> int:
     start = 1
     if latest is not None:
         checkpoints.load(latest, net, trainer)  # on every rank: parameters, BatchNorm statistics and Adam state
-        schedule.load_state_dict(latest.schedule)
         start = latest.epoch + 1
         if world.is_root:
             write(f"resumed from epoch {latest.epoch}: lr {schedule.lr:g}, FT depth {schedule.depth}")

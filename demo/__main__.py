@@ -4,8 +4,9 @@
    mis-registration changes) in the LEVIR-CD layout for training, and one large georeferenced scene;
 2. training with ``horovodrun -np 2 --gloo`` through the evolving-loss stages (a shortened schedule);
 3. Pareto-front model selection over the checkpoints of the most evolved stage (paper Section 8.5.2);
-4. tiled prediction of the large scene with the Pareto ensemble (averaged outputs), as GeoTIFFs;
-5. evaluation of that prediction against the scene's label: metrics table and TP/FP/FN map;
+4. tiled prediction of the large scene with the Pareto ensemble (averaged outputs), as Cloud-Optimized
+   GeoTIFFs and change polygons;
+5. evaluation of that prediction against the scene's label: metrics table, TP/FP/FN map and polygons;
 6. training curves.
 
 Every step runs the project's own command line, which is printed first, so each can be repeated by
@@ -161,17 +162,18 @@ def main(argv=None) -> int:
     print(f"4/6 tiled prediction of the {s.big_scene[1]}x{s.big_scene[0]} scene (window {s.window}, "
           f"stride {s.stride})")
     run([py, "predict.py", "--model", ensemble, "--date1", data / "date1.tif", "--date2", data / "date2.tif",
-         "--out", out / "prediction", "--window", s.window, "--stride", s.stride, "--batch-size", 8], log)
+         "--out", out / "prediction", "--window", s.window, "--stride", s.stride, "--batch-size", 8, "--polygons"], log)
 
     print("5/6 evaluation of that prediction against the scene's label (the model does not run again)")
     run([py, "evaluate.py", "--prediction", out / "prediction" / "change_probability.tif", "--label",
-         data / "label.tif", "--out", out / "evaluation"], log)
+         data / "label.tif", "--out", out / "evaluation", "--polygons"], log)
 
     print("6/6 training curves")
     plot_history(out / "run" / "history.json", out / "training_curves.png")
 
     print(f"\ndemo finished in {time.time() - tic:.0f} s. Outputs in {out}:")
-    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.suffix in (".tif", ".png", ".json", ".md")
+    shown = (".tif", ".png", ".json", ".md", ".gpkg")
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and p.suffix in shown
                        and "chips" not in p.parts and "data" not in p.parts and "checkpoints" not in p.parts):
         print(f"  {path.relative_to(out)}")
     metrics = out / "evaluation" / "metrics.md"

@@ -148,3 +148,28 @@ def test_checkpoint_records_band_inputs_and_old_records_stay_readable(tmp_path):
     record = CheckpointRecord("fractalresnet_tiny", 3, params="epoch_0003.params", band_inputs=inputs)
     (tmp_path / "new.json").write_text(json.dumps(record.to_dict()))
     assert CheckpointRecord.read(tmp_path / "new.json").band_inputs == inputs
+
+
+def test_training_chips_of_band_folders_are_the_resampled_stack(tmp_path, city):
+    """data.kind pair with data.band_names: the chips cut from the band folders (nearest resampling) are those of
+    the bands repeated onto the 10 m grid by NumPy."""
+    from utilities.data.chips import ChipDataset, read_manifest
+    from utilities.training.config import DataConfig
+    from utilities.training.pipeline import chip_cache
+
+    dates = city / "images" / "alpha"
+    label = tmp_path / "label.tif"
+    with rasterio.open(next((dates / "imgs_1").glob("*_B02.tif"))) as ref:
+        write_geotiff(label, np.zeros((1, 48, 42), "uint8"), crs=ref.crs, transform=ref.transform)
+    cfg = DataConfig(kind="pair", date1=str(dates / "imgs_1"), date2=str(dates / "imgs_2"), label=str(label),
+                     band_names=["B05", "B02", "B01"], resampling="nearest", chip_size=24, stride=12)
+    folder = chip_cache(cfg, "train", tmp_path / "chips", progress=False)
+    manifest = read_manifest(folder)
+    chips = ChipDataset(folder, normalize=False)
+    factors = {"B05": 2, "B02": 1, "B01": 6}
+    stack = np.stack([np.kron(read_image(next((dates / "imgs_1").glob(f"*_{b}.tif")))[0],
+                              np.ones((f, f), dtype="uint16")) for b, f in factors.items()])
+    origins = manifest["samples"][0]["origins"]
+    assert len(origins) == len(chips) == 9
+    for index, (row, col) in enumerate(origins):
+        np.testing.assert_array_equal(chips[index][0], stack[:, row:row + 24, col:col + 24])

@@ -7,6 +7,7 @@ The commands run in-process (their ``main(argv)``) where that suffices, so that 
 SIGINT test runs ``predict.py`` for real.
 """
 import errno
+import json
 import os
 import re
 import signal
@@ -15,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import rasterio.io
 from rasterio.errors import RasterioIOError
 
@@ -23,10 +26,13 @@ import evaluate as evaluate_cli
 import export as export_cli
 import predict as predict_cli
 import select_models as select_cli
-from tests.utilities.fakes import write_geotiff_pair, write_levircd_tree
-from tests.utilities.tiny_models import save_checkpoint, tiny_network
+from tests.utilities.fakes import write_geotiff, write_geotiff_pair, write_levircd_tree, write_png
+from tests.utilities.tiny_models import NORMALIZATION, save_checkpoint, tiny_network
+from tests.utilities.tmpfs import small_tmpfs
 from utilities import atomic
-from utilities.atomic import WriteError, atomic_path, atomic_write_text, remove_stale_temporaries
+from utilities.artifacts.checkpoint import CheckpointRecord, Checkpoints
+from utilities.artifacts.model_io import load_predictor
+from utilities.atomic import WriteError, atomic_files, atomic_path, atomic_write_text, remove_stale_temporaries
 from utilities.errors import InputError
 from utilities.training.config import load_config
 
@@ -50,7 +56,8 @@ def pair(tmp_path):
 def one_error_line(capfd) -> str:
     """The only line the command printed on stderr (file descriptor 2: C libraries included), besides the
     progress log's lines."""
-    lines = [line for line in capfd.readouterr().err.splitlines() if not re.match(r"predict \S+: \d+/\d+ ", line)]
+    lines = [line for line in capfd.readouterr().err.splitlines()
+             if not re.match(r"(predict \S+|evaluate): \d+/\d+ ", line)]
     assert len(lines) == 1, lines
     assert "Traceback" not in lines[0]
     return lines[0]
@@ -253,4 +260,163 @@ def test_yaml_error_keeps_line_and_column(tmp_path):
         load_config(path)
     assert str(err.value) == (f"config {path} is not valid YAML: expected <block end>, but found "
                               f"'<block mapping start>' at line 3, column 2")
+
+
+
+# ------------------------------------------------------------------------------- rasters predict.py once refused
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (5, 2053)])
+def test_tiny_and_odd_width_rasters_are_predicted_with_exit_0(tmp_path, model, capfd, height, width):
+    """A 1 x 1 PNG pair and a width the quick-look's shrink factor does not divide used to end with exit 1 and
+    an OpenCV traceback, after (1 x 1) or before (2053) the GeoTIFFs."""
+    rng = np.random.default_rng(height)
+    paths = [write_png(tmp_path / f"{n}.png", rng.integers(0, 256, (3, height, width), dtype=np.uint8))
+             for n in ("a", "b")]
+    out = tmp_path / "out"
+    status = predict_cli.main(["--model", str(model), "--date1", str(paths[0]), "--date2", str(paths[1]), "--out",
+                               str(out), "--window", "64", "--stride", "64"])
+    err = capfd.readouterr().err
+    assert status == 0 and "Traceback" not in err and "error" not in err, err
+    assert files_under(out) == sorted(["change_probability.tif", "change_mask.tif", "boundary.tif", "distance.tif",
+                                       "quicklook.png"])
+
+
+@pytest.fixture(scope="module")
+def uint8_model(tmp_path_factory) -> Path:
+    """A tiny checkpoint whose record says its training images were uint8."""
+    record = CheckpointRecord("fractalresnet_tiny", 1, normalization={**NORMALIZATION, "dtype": "uint8"})
+    return Checkpoints(tmp_path_factory.mktemp("run8")).save(record, tiny_network(), None)
+
+
+def test_uint16_dates_for_a_uint8_model_are_refused_unless_forced(tmp_path, uint8_model, capfd):
+    date1, date2, _ = write_geotiff_pair(tmp_path / "pair", 32, 32, dtype="uint16", with_label=False)
+    out = tmp_path / "out"
+    args = ["--model", str(uint8_model), "--date1", str(date1), "--date2", str(date2), "--out", str(out), "--window",
+            "32", "--stride", "32"]
+    assert predict_cli.main(args) == 2
+    line = one_error_line(capfd)
+    assert line.startswith(f"error: date 1 {date1} is unlike the images the model was trained on: uint16 where the "
+                           f"model was trained on uint8; band means [")
+    assert line.endswith(": convert it as the training images were, or pass --force-inputs to predict anyway.")
+    assert files_under(out) == []
+    forced = subprocess.run([sys.executable, "predict.py", *args, "--force-inputs"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    lines = [line for line in forced.stderr.splitlines() if not re.match(r"predict \S+: ", line)]
+    assert [line.split(": ")[:2] for line in lines] == [
+        ["warning", f"date {i} {d} is unlike the images the model was trained on"] for i, d in ((1, date1), (2, date2))]
+    assert all(line.endswith("(predicting anyway, as forced)") for line in lines)
+    assert "change_probability.tif" in files_under(out)
+    assert load_predictor(uint8_model).dtype == "uint8"
+
+
+def test_evaluate_refuses_uint16_dates_for_a_uint8_model_unless_forced(tmp_path, uint8_model, capfd):
+    """evaluate.py --model checks its dates as predict.py does, before any map is written."""
+    date1, date2, label = write_geotiff_pair(tmp_path / "pair", 32, 32, dtype="uint16")
+    out = tmp_path / "eval"
+    args = ["--model", str(uint8_model), "--date1", str(date1), "--date2", str(date2), "--label", str(label),
+            "--out", str(out), "--window", "32", "--stride", "32"]
+    assert evaluate_cli.main(args) == 2
+    line = one_error_line(capfd)
+    assert line.startswith(f"error: date 1 {date1} is unlike the images the model was trained on: uint16 where the "
+                           f"model was trained on uint8; band means [")
+    assert files_under(out) == []
+    assert evaluate_cli.main([*args, "--force-inputs"]) == 0
+    assert "metrics.json" in files_under(out)
+
+
+def test_evaluate_counts_pixels_with_a_band_at_the_nodata_value(tmp_path, model):
+    """evaluate.py reads nodata as training and predict.py do: with nodata 0 declared on uint8 RGB, a pixel is
+    left out of the counts where every band of a date is 0 (not where one is)."""
+    date1, date2, label = write_geotiff_pair(tmp_path / "pair", 32, 32, nodata=0)
+    images = []
+    for path, zeros in ((date1, (slice(0, 2), slice(0, 32))), (date2, (slice(10, 12), slice(3, 9)))):
+        with rasterio.open(path, "r+") as dst:
+            image = dst.read()
+            image[(slice(None), *zeros)] = 0  # no data
+            image[1, 20:25, 20:25] = 0  # a dark band: data
+            dst.write(image)
+        images.append(image)
+    out = tmp_path / "eval"
+    assert evaluate_cli.main(["--model", str(model), "--date1", str(date1), "--date2", str(date2), "--label",
+                              str(label), "--out", str(out), "--window", "32", "--stride", "16"]) == 0
+    counted = json.loads((out / "metrics.json").read_text())["global"]
+    valid = (images[0] != 0).any(axis=0) & (images[1] != 0).any(axis=0)
+    assert sum(counted[k] for k in ("tp", "fp", "fn", "tn")) == valid.sum() == 32 * 32 - 64 - 12
+
+
+# ------------------------------------------------------------------------- a nearly full disk, outputs as a set
+
+
+@pytest.fixture(scope="module")
+def noisy_prediction(tmp_path_factory):
+    """A georeferenced 512 x 512 change probability of noise and its label (TP/FP/FN maps that compress
+    poorly), and the size in KiB pages of each file evaluate.py writes for them on a disk with room."""
+    folder = tmp_path_factory.mktemp("noisy")
+    rng = np.random.default_rng(0)
+    prediction = write_geotiff(folder / "prob.tif", rng.random((1, 512, 512), dtype=np.float32))
+    label = write_geotiff(folder / "label.tif", (rng.random((1, 512, 512)) < 0.5).astype(np.uint8) * np.uint8(255))
+    out = folder / "eval"
+    assert evaluate_cli.main(["--prediction", str(prediction), "--label", str(label), "--out", str(out)]) == 0
+    kib = {p.name: -(-p.stat().st_size // 4096) * 4 for p in out.iterdir()}
+    assert sorted(kib) == ["metrics.json", "metrics.md", "prob_tpfpfn.png", "prob_tpfpfn.tif"]
+    return prediction, label, kib
+
+
+@pytest.mark.parametrize("failing", ["prob_tpfpfn.tif", "prob_tpfpfn.png", "metrics.md"])
+def test_full_disk_in_evaluate_names_the_file_and_leaves_nothing(tmp_path, noisy_prediction, capfd, failing):
+    """On a disk too small for the GeoTIFF map, for the PNG map after it, or for the metrics after both: one
+    line naming that file, exit status 1, and no output (nor temporary file) left behind. (GDAL reports the
+    first two as "Failed to read directory" or "libpng: Write Error", or not at all when it closes a GeoTIFF.)"""
+    prediction, label, kib = noisy_prediction
+    size = {"prob_tpfpfn.tif": kib["prob_tpfpfn.tif"] // 2,
+            "prob_tpfpfn.png": kib["prob_tpfpfn.tif"] + kib["prob_tpfpfn.png"] // 2,
+            "metrics.md": kib["prob_tpfpfn.tif"] + kib["prob_tpfpfn.png"]}[failing]
+    with small_tmpfs(tmp_path / "disk", f"{size}k") as disk:
+        out = disk / "eval"
+        assert evaluate_cli.main(["--prediction", str(prediction), "--label", str(label), "--out", str(out)]) == 1
+        assert one_error_line(capfd) == f"error: no space left on device writing {out / failing}"
+        assert files_under(out) == []
+
+
+def test_full_disk_in_select_models_leaves_no_selection(tmp_path, capfd):
+    """Room for selection.json and the ensembles but not for pareto.png: none of them appears."""
+    run = tmp_path / "run"
+    for epoch in (1, 2):
+        save_checkpoint(run, tiny_network(seed=epoch), epoch, metrics={"depth": 0, "val_mcc": 0.5, "val_ft": 0.5})
+    with small_tmpfs(tmp_path / "disk", "16k") as disk:
+        out = disk / "selection"
+        assert select_cli.main([str(run), "--out", str(out)]) == 1
+        assert one_error_line(capfd) == f"error: no space left on device writing {out / 'pareto.png'}"
+        assert files_under(out) == []
+
+
+def test_a_file_set_appears_all_at_once_or_not_at_all(tmp_path, monkeypatch):
+    """A failure or Ctrl-C in the middle: none of the set's files appears and an older file stays as it was;
+    complete: they take their names in the order they were written, those marked last after the others."""
+    (tmp_path / "b.json").write_text("old")
+    with pytest.raises(WriteError) as err, atomic_files() as files:
+        files.write_text(tmp_path / "a.json", "new a")
+        assert files.staged(tmp_path / "a.json").read_text() == "new a" and not (tmp_path / "a.json").exists()
+        with files.path(tmp_path / "c.png") as tmp:
+            assert tmp.endswith(".png")  # the extension some writers need
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert err.value.strerror == f"no space left on device writing {tmp_path / 'c.png'}"
+    with pytest.raises(KeyboardInterrupt), atomic_files() as files:
+        files.write_text(tmp_path / "b.json", "new b")
+        raise KeyboardInterrupt
+    assert files_under(tmp_path) == ["b.json"] and (tmp_path / "b.json").read_text() == "old"
+
+    renamed, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(dst).name), replace(src, dst)))
+    with atomic_files() as files:
+        files.write_text(tmp_path / "b.json", "new b", last=True)
+        files.write_text(tmp_path / "a.json", "new a")
+        with atomic_files(within=files) as joined:  # a writer that joins its caller's set
+            joined.write_text(tmp_path / "c.txt", "new c")
+        assert [p for p in files_under(tmp_path) if not p.startswith(".")] == ["b.json"]  # the old one
+    assert renamed == ["a.json", "c.txt", "b.json"]
+    assert {p: (tmp_path / p).read_text() for p in files_under(tmp_path)} == {
+        "a.json": "new a", "b.json": "new b", "c.txt": "new c"}
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import pyogrio
 import rasterio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,9 @@ def test_quick_demo_writes_every_output(tmp_path):
             assert (src.crs, src.transform, src.shape) == (crs, transform, shape)
     for png in ("prediction/quicklook.png", "selection/pareto.png", "training_curves.png"):
         assert cv2.imread(str(out / png)) is not None, png
+    for gpkg in ("prediction/change_polygons.gpkg", "evaluation/change_probability_tpfpfn.gpkg"):
+        assert pyogrio.read_info(out / gpkg)["crs"] == crs.to_string(), gpkg
+    assert json.loads((out / "selection" / "ensemble.stac.json").read_text())["properties"]["mlm:input"]
     maps = list((out / "evaluation").glob("*_tpfpfn.png"))
     assert maps and cv2.imread(str(maps[0])) is not None
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())

@@ -133,6 +133,81 @@ def test_two_horovod_ranks_stay_identical(tmp_path, scenes):
     assert all(r["rank_spread"] == 0.0 for r in rows)  # parameter checksums all-gathered every epoch
 
 
+def test_a_global_batch_in_passes_on_two_ranks_trains_as_one_batch_on_one(tmp_path, scenes):
+    """train.global_batch 4 (8 chips: 2 updates an epoch, no augmentation): 1 process with batch_size 4 (1 pass)
+    and 2 ranks with batch_size 1 (2 passes each) say how the batch is made, record it, and end epoch 1 with
+    the same parameters (within 1e-6 relative: float32 sums in another order) and validation loss."""
+    train = {"global_batch": 4, "max_epochs": 1, "max_steps_per_epoch": None}
+    runs = {}
+    for ranks, batch_size in [(1, 4), (2, 1)]:
+        folder = tmp_path / f"ranks{ranks}"
+        cfg = write_config(folder, {"root": str(scenes)}, train={**train, "batch_size": batch_size},
+                           augment={"enabled": False}, output={"run_dir": str(folder / "run")})
+        if ranks == 1:
+            result = run([sys.executable, "train.py", "-c", str(cfg)])
+            assert result.returncode == 0, result.stderr[-2000:]
+        else:
+            result = horovodrun(folder / "logs", "train.py", "-c", cfg)
+            assert_ranks_succeeded(result, folder / "logs")
+        runs[ranks] = (result.stdout, history(folder / "run"),
+                       mx.nd.load(str(folder / "run" / "checkpoints" / "epoch_0001.params")))
+    (out1, [row1], params1), (out2, [row2], params2) = runs[1], runs[2]
+    assert "global batch 4 = 1 rank x 1 pass x 4 chips" in out1
+    assert "global batch 4 = 2 ranks x 2 passes x 1 chip" in out2
+    assert (row1["updates"], row1["global_batch"], row1["batch_split"]) == (2, 4, "1 rank x 1 pass x 4 chips")
+    assert (row2["updates"], row2["global_batch"], row2["batch_split"], row2["rank_spread"]) == (
+        2, 4, "2 ranks x 2 passes x 1 chip", 0.0)
+    first, second = (np.concatenate([p[k].asnumpy().ravel() for k in sorted(p)]).astype(np.float64)
+                     for p in (params1, params2))
+    assert np.linalg.norm(second - first) / np.linalg.norm(first) < 1e-6
+    assert row2["val_loss"] == pytest.approx(row1["val_loss"], rel=1e-5)
+
+
+def test_a_run_in_passes_resumes_as_it_would_have_gone_on(tmp_path, scenes):
+    """Global batch 4 in 2 passes of 2: a run stopped after epoch 1 (its checkpoint falls between updates) and
+    resumed for epoch 2 ends with the parameters of an uninterrupted 2-epoch run."""
+    train = {"global_batch": 4, "batch_size": 2, "max_steps_per_epoch": None}
+    reference = write_config(tmp_path / "reference", {"root": str(scenes)}, train={**train, "max_epochs": 2},
+                             output={"run_dir": str(tmp_path / "ref")})
+    assert run([sys.executable, "train.py", "-c", str(reference)]).returncode == 0
+    cfg = write_config(tmp_path, {"root": str(scenes)}, train={**train, "max_epochs": 1})
+    assert run([sys.executable, "train.py", "-c", str(cfg)]).returncode == 0
+    cfg.write_text(cfg.read_text().replace("max_epochs: 1", "max_epochs: 2"))
+    result = run([sys.executable, "train.py", "-c", str(cfg), "--resume"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [(r["epoch"], r["updates"], r["batch_split"]) for r in history(tmp_path / "run")] == [
+        (1, 2, "1 rank x 2 passes x 2 chips"), (2, 2, "1 rank x 2 passes x 2 chips")]
+    final, expected = (mx.nd.load(str(folder / "checkpoints" / "epoch_0002.params"))
+                       for folder in (tmp_path / "run", tmp_path / "ref"))
+    final, expected = (np.concatenate([p[k].asnumpy().ravel() for k in sorted(p)]).astype(np.float64)
+                       for p in (final, expected))
+    assert np.linalg.norm(final - expected) / np.linalg.norm(expected) < 1e-6
+
+
+def test_a_global_batch_the_ranks_cannot_share_stops_before_any_chip(tmp_path, scenes):
+    cfg = write_config(tmp_path, {"root": str(scenes)}, train={"global_batch": 3})
+    result = horovodrun(tmp_path / "logs", "train.py", "-c", cfg)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        lines = [line.split("<stderr>:", 1)[1] for line in (tmp_path / "logs" / f"rank.{rank}" / "stderr").read_text()
+                 .splitlines() if "<stderr>:" in line]  # horovodrun prefixes every line with [rank]<stderr>:
+        assert lines == [f"error: config {cfg}: train.global_batch 3 cannot be shared by 2 ranks: every rank takes "
+                         "the same number of chips, so it must be a multiple of 2 (e.g. 2 or 4)"], every_rank(
+                             result, tmp_path / "logs")
+    assert not (tmp_path / "run" / "chips").exists()
+
+
+def test_batchnorm_with_passes_is_warned_in_one_line(tmp_path, scenes):
+    cfg = write_config(tmp_path, {"root": str(scenes)}, model={"args": {"norm": "BatchNorm"}},
+                       train={"global_batch": 2, "batch_size": 1, "max_epochs": 1, "max_steps_per_epoch": 1})
+    result = run([sys.executable, "train.py", "-c", str(cfg)])
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in messages(result) if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: BatchNorm (") and warnings[0].endswith(
+        "layers) normalises each pass of at most 1 chip on its own: the update is not that of one batch of 2 chips "
+        "(it is with per-chip normalisation such as GroupNorm)")
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, scenes):
     data = {"root": str(scenes), "stride": 16}
     train = {"max_epochs": 4, "max_steps_per_epoch": 6}
@@ -274,14 +349,14 @@ sys.exit(code)
 
 #: NaN in one array of one training chip (0: date 1, 2: change target), injected after the chip cache was built
 POISON_CHIP = """
-from utilities.training import step
-class Poisoned(step.ChipDataset):
+from utilities.training import pipeline
+class Poisoned(pipeline.ChipDataset):
     def __getitem__(self, index):
         item = super().__getitem__(index)
         if self.cache_dir.name == "train" and index == {index}:
             item[{array}][:] = np.nan
         return item
-step.ChipDataset = Poisoned
+pipeline.ChipDataset = Poisoned
 """
 
 #: NaN gradients (after the all-reduce) in the first step of epoch 2; inputs and losses stay finite
@@ -322,7 +397,7 @@ def run_patched(tmp_path: Path, config: Path, patch: str):
 def assert_only_epoch_1_is_saved(run_dir: Path) -> None:
     checkpoints = run_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("epoch_*")) == [f"epoch_0001.{s}" for s in ("json", "params",
-                                                                                               "states")]
+                                                                                               "stac.json", "states")]
     assert Checkpoints(run_dir).latest().epoch == 1
     params = mx.nd.load(str(checkpoints / "epoch_0001.params"))
     assert all(np.isfinite(p.asnumpy()).all() for p in params.values())
@@ -336,14 +411,15 @@ def test_non_finite_loss_stops_at_once_without_a_checkpoint(tmp_path, gappy_pair
     in the step that sees it, exit 1, one line naming the epoch, the step and the chip; epoch 1 (before)
     keeps its checkpoint, no later one is written."""
     from utilities.data.chips import ChipDataset
-    from utilities.training.distributed import ShardSampler, World
+    from utilities.training.accumulate import GlobalBatch, GlobalBatchSampler
+    from utilities.training.distributed import World
 
     cfg = write_config(tmp_path, gappy_pair, train={"max_epochs": 3, **schedule})
-    sampler = ShardSampler(14, World(0, 1, 0), shuffle=True, seed=0, pad=True)
+    sampler = GlobalBatchSampler(14, World(0, 1, 0), GlobalBatch(2, 1, (2,)), seed=0)
     seen = {}
     for epoch in (1, 2):
         sampler.set_epoch(epoch)
-        seen[epoch] = list(sampler)[:4]  # 2 steps of 2 chips
+        seen[epoch] = [chip for chips in list(sampler)[:2] for chip in chips]  # 2 steps of 2 chips
     position = next(i for i in range(0, 4, 2) if seen[2][i] not in seen[1])  # first of its batch, unseen in epoch 1
     chip = seen[2][position]
     result = run_patched(tmp_path, cfg, POISON_CHIP.format(index=chip, array=array))
@@ -414,19 +490,20 @@ import runpy, sys, time
 from pathlib import Path
 sys.path.insert(0, {root!r})
 import nn  # noqa: F401  (threads first, as train.py)
-from utilities.training import distributed
+import horovod.mxnet as hvd
+from utilities.training import accumulate
 
-set_epoch = distributed.ShardSampler.set_epoch
+set_epoch = accumulate.GlobalBatchSampler.set_epoch
 
 
 def blocked_before_epoch_2(self, epoch):
-    if epoch == 2 and distributed.hvd.rank() == {rank}:
+    if epoch == 2 and hvd.rank() == {rank}:
         Path({fifo!r} + ".since").write_text(repr(time.time()))
         open({fifo!r}).read()
     set_epoch(self, epoch)
 
 
-distributed.ShardSampler.set_epoch = blocked_before_epoch_2
+accumulate.GlobalBatchSampler.set_epoch = blocked_before_epoch_2
 sys.argv = ["train.py", "-c", {config!r}]
 runpy.run_path("train.py", run_name="__main__")
 """

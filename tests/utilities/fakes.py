@@ -163,13 +163,14 @@ def fill_window(path: PathLike, window: Tuple[int, int, int, int], value: float,
 #: the gaps of :func:`write_pair_with_gaps`: (date 0 or 1, window (row, col, height, width), value, bands)
 GAP_NODATA = -9999.0
 GAPS = ((0, (20, 20, 5, 5), float("nan"), None), (1, (70, 5, 3, 3), float("inf"), None),
-        (1, (60, 60, 2, 2), float("-inf"), [3]), (0, (5, 80, 2, 2), GAP_NODATA, [2]))
+        (1, (60, 60, 2, 2), float("-inf"), [3]), (0, (5, 80, 2, 2), GAP_NODATA, None))
 
 
 def write_pair_with_gaps(folder: PathLike, height: int = 96, width: int = 96,
                          seed: int = 0) -> Tuple[Path, Path, Optional[Path]]:
     """A float32 pair (:func:`write_geotiff_pair`, nodata :data:`GAP_NODATA`) with the gaps of :data:`GAPS`:
-    NaN, +inf, -inf and the nodata value in parts of the dates."""
+    NaN, +inf, -inf (-inf in one band) and the nodata value (in every band: pixels without data, as GDAL's
+    dataset mask has it) in parts of the dates."""
     paths = write_geotiff_pair(folder, height, width, dtype="float32", nodata=GAP_NODATA, seed=seed)
     for date, window, value, bands in GAPS:
         fill_window(paths[date], window, value, bands)

@@ -8,10 +8,11 @@ Layout under ``<run_dir>/checkpoints``::
     latest.json         the newest complete checkpoint (written last)
 
 Every file is written under a temporary name and renamed, and ``latest.json`` only after the three
-files of its epoch exist, so a run killed at any moment resumes from a complete checkpoint. A save that
-fails (a full disk) removes the files of its epoch written so far, and every save first removes the
-parameter and state files that have no record (left by a run killed between them), so that no
-``epoch_NNNN.params`` is ever left without its ``.json``.
+files of its epoch exist, so a run killed at any moment resumes from a complete checkpoint. The parameters
+file is read back before it takes its name (MXNet's writer can leave a short file without an error). A save
+that fails (a full disk: "no space left on device writing FILE") removes the files of its epoch written so
+far, and every save first removes the parameter and state files that have no record (left by a run killed
+between them), so that no ``epoch_NNNN.params`` is ever left without its ``.json``.
 
 The record holds the SHA-256 of the parameters and state files: a truncated, emptied or byte-flipped file
 is refused when loaded ("checkpoint X cannot be read: ...") instead of loading wrong numbers.
@@ -23,13 +24,17 @@ is refused in one line naming the file.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from mxnet import gluon
+from mxnet import gluon, nd
+from mxnet.base import MXNetError
 
 from utilities.atomic import atomic_path, atomic_write_text
 from utilities.errors import InputError
@@ -44,17 +49,22 @@ REQUIRED_KEYS = ("model", "epoch", "params")
 class CheckpointRecord:
     """What a checkpoint's ``epoch_NNNN.json`` holds: enough to rebuild, resume and select the model.
 
-    ``normalization`` (the training chips' per-band ``{"mean": [...], "std": [...]}``) and ``bands`` are
+    ``normalization`` (the training chips' per-band ``{"mean": [...], "std": [...]}`` and their data type
+    ``"dtype"``, e.g. ``"uint8"``, which records written before it was kept lack) and ``bands`` are
     None for models that take no georeferenced input (CIFAR-10). ``params`` / ``states`` are file names in
     the checkpoint directory (``states`` None when no optimiser state was saved), with their SHA-256.
+    ``band_inputs``: for dates made of band files (``utilities.raster.bands``), the band names in input order,
+    the reference band (None: the finest), the resampling and the alignment of date 2 the model was trained
+    with; None for whole rasters and for records written before it was kept (``bands`` holds 1-based indices).
     """
 
     model: str
     epoch: int
     model_args: Dict[str, Any] = field(default_factory=dict)
-    normalization: Optional[Dict[str, List[float]]] = None
+    normalization: Optional[Dict[str, Any]] = None
     bands: Optional[List[int]] = None
     schedule: Dict[str, Any] = field(default_factory=dict)
+    band_inputs: Optional[Dict[str, Any]] = None
     metrics: Dict[str, Any] = field(default_factory=dict)
     config: Dict[str, Any] = field(default_factory=dict)
     params: Optional[str] = None
@@ -136,7 +146,8 @@ class Checkpoints:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.remove_orphans()
         files = {"params": stem.with_suffix(".params"), "states": stem.with_suffix(".states")}
-        writers = {"params": net.save_parameters, "states": trainer.save_states if trainer is not None else None}
+        writers = {"params": functools.partial(_save_parameters, net),
+                   "states": trainer.save_states if trainer is not None else None}
         written: Dict[str, Optional[str]] = {}
         try:
             for kind, write in writers.items():
@@ -169,8 +180,9 @@ class Checkpoints:
         return CheckpointRecord.read(path) if path.exists() else None
 
     def records(self) -> List[CheckpointRecord]:
-        """Records of every saved epoch, in epoch order."""
-        return [CheckpointRecord.read(p) for p in sorted(self.dir.glob("epoch_*.json"))]
+        """Records of every saved epoch, in epoch order (``epoch_NNNN.json``; not their model cards,
+        ``epoch_NNNN.stac.json``)."""
+        return [CheckpointRecord.read(p) for p in sorted(self.dir.glob("epoch_*.json")) if p.name.count(".") == 1]
 
     def prune(self, keep: int) -> None:
         """Delete all but the newest ``keep`` checkpoints (their records stay, for the history)."""
@@ -197,6 +209,25 @@ class Checkpoints:
                 trainer.load_states(str(states))
             except Exception as err:  # MXNetError, pickle errors for unreadable files
                 raise InputError(f"checkpoint {states} cannot be read: {error_reason(err)}") from None
+
+
+def _save_parameters(net: gluon.Block, tmp: str) -> None:
+    """``net.save_parameters(tmp)``, checked. MXNet's C++ file stream reports a failed write without errno
+    ("FileStream.Write incomplete") and ignores a failure when it closes the file: a full disk met by its
+    last buffer (a small file: all of it) or a quota that NFS enforces at close leaves a short file without
+    any error. So the file is flushed to its device and read back; a failure is an :class:`OSError` (EIO),
+    which :func:`~utilities.atomic.atomic_path` reports as "no space left on device writing FILE" when the
+    device is (almost) full, judged while the partial file still takes its space."""
+    try:
+        net.save_parameters(tmp)
+    except MXNetError as err:
+        raise OSError(errno.EIO, error_reason(err)) from None
+    with open(tmp, "rb") as written:
+        os.fsync(written.fileno())
+    try:
+        nd.load(tmp)
+    except MXNetError:
+        raise OSError(errno.EIO, "MXNet wrote an incomplete file") from None
 
 
 def error_reason(err: BaseException) -> str:

@@ -102,12 +102,14 @@ class Predictor:
         The network that runs: the one network, or the :class:`EnsembleMean` of several.
     members : int
         The number of networks averaged.
+    dtype : str or None
+        The data type of the training images (e.g. ``"uint8"``); None when the checkpoint does not say.
     """
 
     def __init__(self, nets: List[gluon.HybridBlock], mean: Sequence[float], std: Sequence[float],
-                 bands: Sequence[int] | None = None, ctx: mx.Context = mx.cpu()):
+                 bands: Sequence[int] | None = None, ctx: mx.Context = mx.cpu(), dtype: str | None = None):
         self.network = nets[0] if len(nets) == 1 else EnsembleMean(nets)
-        self.members, self.ctx, self.bands = len(nets), ctx, bands
+        self.members, self.ctx, self.bands, self.dtype = len(nets), ctx, bands, dtype
         std = np.asarray(std, dtype=np.float32)
         self.mean = np.asarray(mean, dtype=np.float32)[None, :, None, None]
         self.std = np.where(std > 0, std, 1.0).astype(np.float32)[None, :, None, None]
@@ -147,7 +149,7 @@ def _ensemble(spec: Dict[str, Any], base: Path, ctx: mx.Context) -> Predictor:
         average_parameters(nets)
         nets = nets[:1]
     norm = records[0].normalization or {}
-    return Predictor(nets, norm.get("mean", []), norm.get("std", []), records[0].bands, ctx)
+    return Predictor(nets, norm.get("mean", []), norm.get("std", []), records[0].bands, ctx, norm.get("dtype"))
 
 
 def load_predictor(spec: PathLike, ctx: mx.Context = mx.cpu()) -> Predictor:
@@ -164,4 +166,4 @@ def load_predictor(spec: PathLike, ctx: mx.Context = mx.cpu()) -> Predictor:
     norm = record.normalization
     if not norm:
         raise InputError(f"checkpoint {spec} has no input normalization (written by an older train.py)")
-    return Predictor([net], norm["mean"], norm["std"], record.bands, ctx)
+    return Predictor([net], norm["mean"], norm["std"], record.bands, ctx, norm.get("dtype"))

@@ -5,12 +5,15 @@ into chips once and stores them in a folder of ``.npy`` files with a ``manifest.
 :class:`ChipDataset` serves them to Gluon with normalised inputs and the multitask targets of
 :func:`utilities.data.targets.make_targets`.
 
-Missing data: a chip is kept only when every pixel of both dates holds data. Chips with any NaN,
-+-inf or declared-nodata pixel (:func:`utilities.raster.io.nodata_mask`) are skipped and counted in the manifest, so no
-non-finite value ever reaches the network. Skipping rather than masking keeps the loss exact: the
-fractal Tanimoto of a chip (eqs. 5-8) sums over all its pixels, and a filled-in pixel would teach a
-"no change" that was never observed. The price is that pixels within a chip's side of a nodata area
-are trained on only through the chips that avoid it.
+Missing data: a chip is kept only when every pixel of both dates holds data. Chips with a pixel without
+data in either date are skipped and counted in the manifest, so no non-finite value ever reaches the network.
+A pixel is without data as GDAL's dataset mask says (:func:`utilities.raster.io.valid_mask`: every band
+at its declared nodata value, or 0 in the file's mask or alpha band; a dark pixel with one band at the
+nodata value holds data), or when a band is NaN or infinite (:func:`utilities.raster.io.nodata_mask`);
+the same pixels are nodata in predict.py's and evaluate.py's outputs. Skipping rather than masking keeps
+the loss exact: the fractal Tanimoto of a chip (eqs. 5-8) sums over all its pixels, and a filled-in pixel
+would teach a "no change" that was never observed. The price is that pixels within a chip's side of a
+nodata area are trained on only through the chips that avoid it.
 
 Cache folder layout (format version :data:`FORMAT_VERSION`):
 
@@ -32,7 +35,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from mxnet.gluon.data import Dataset
@@ -41,7 +44,16 @@ from utilities.data.datasets import Sample
 from utilities.data.targets import make_targets
 from utilities.errors import InputError
 from utilities.progress import progress as progress_bar
-from utilities.raster.io import PathLike, PixelWindow, check_pair, nodata_mask, raster_info, read_image, read_label
+from utilities.raster.io import (
+    PathLike,
+    PixelWindow,
+    check_pair,
+    nodata_mask,
+    raster_info,
+    read_image,
+    read_label,
+    valid_mask,
+)
 
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -57,6 +69,8 @@ _INPUT_KEYS = ("format_version", "size", "stride", "bands")
 _SAMPLE_INPUT_KEYS = ("name", "window", "date1", "date2", "label")
 _STATS_BATCH = 16
 _COPY_BATCH = 64
+#: dates named in the error for samples without a chip that holds data everywhere
+_LISTED_DATES = 3
 
 
 def _starts(length: int, size: int, stride: int) -> List[int]:
@@ -148,7 +162,7 @@ class _Kind(NamedTuple):
 class _SamplePlan(NamedTuple):
     window: PixelWindow  # the part of the rasters to chip (all of it when the sample has no window)
     origins: List[Tuple[int, int]]  # chip origins relative to ``window``
-    nodata: Tuple[Optional[float], Optional[float]]  # the declared nodata values of date 1 and date 2
+    masks: Tuple[Optional[str], Optional[str]]  # how date 1 and date 2 mark pixels without data (RasterInfo.mask)
 
 
 def _plan(samples: Sequence[Sample], size: int, stride: int,
@@ -164,7 +178,7 @@ def _plan(samples: Sequence[Sample], size: int, stride: int,
         kind = this
         window = (0, 0, info.height, info.width) if s.window is None else tuple(int(v) for v in s.window)
         origins = chip_windows(window[2], window[3], size, stride, name=f"sample {s.name} ({s.date1})")
-        plans.append(_SamplePlan(window, origins, (info.nodata, raster_info(s.date2).nodata)))
+        plans.append(_SamplePlan(window, origins, (info.mask, raster_info(s.date2).mask)))
     return plans, kind
 
 
@@ -202,13 +216,26 @@ class _BandStats:
 
 class _Strip(NamedTuple):
     """Whole chip rows of a sample: the strip's first row and the chip origins relative to the strip
-    (both within the sample's window), the strip of each date and of the label, and the pixels without
-    data in either date."""
+    (both within the sample's window), the strip of each date and of the label, the pixels without
+    data in either date, and why each date has pixels without data in the strip (empty: none)."""
 
     top: int
     origins: List[Tuple[int, int]]
     images: Tuple[np.ndarray, ...]  # date 1, date 2 and, with labels, the label
     missing: np.ndarray
+    reasons: Tuple[List[str], List[str]]  # e.g. ["nodata 0"], ["NaN or infinite values"]
+
+
+def _missing(image: np.ndarray, path: PathLike, window: PixelWindow,
+             mask: Optional[str]) -> Tuple[np.ndarray, List[str]]:
+    """The pixels of a date's strip without data, and why there are any: its mask (``mask``, e.g. ``"nodata
+    0"``), NaN or infinite values."""
+    valid = valid_mask(path, window)
+    missing = nodata_mask(image, valid)
+    reasons = [mask] if mask is not None and not valid.all() else []
+    if (missing & valid).any():
+        reasons.append("NaN or infinite values")
+    return missing, reasons
 
 
 def _read_strips(sample: Sample, plan: _SamplePlan, size: int, bands: Optional[Sequence[int]],
@@ -218,11 +245,24 @@ def _read_strips(sample: Sample, plan: _SamplePlan, size: int, bands: Optional[S
     max_height = max(size, MAX_STRIP_PIXELS // width)
     for strip in _strips(sorted({r for r, _ in plan.origins}), size, max_height):
         window = (row0 + strip[0], col0, strip[-1] + size - strip[0], width)
-        dates = [read_image(path, bands=bands, window=window) for path in (sample.date1, sample.date2)]
-        missing = nodata_mask(dates[0], plan.nodata[0]) | nodata_mask(dates[1], plan.nodata[1])
+        paths = (sample.date1, sample.date2)
+        dates = [read_image(path, bands=bands, window=window) for path in paths]
+        (missing1, reasons1), (missing2, reasons2) = (_missing(date, path, window, mask)
+                                                      for date, path, mask in zip(dates, paths, plan.masks))
         label = [read_label(sample.label, window=window)] if has_label else []
         origins = [(r - strip[0], c) for r, c in plan.origins if strip[0] <= r <= strip[-1]]
-        yield _Strip(strip[0], origins, (*dates, *label), missing)
+        yield _Strip(strip[0], origins, (*dates, *label), missing1 | missing2, (reasons1, reasons2))
+
+
+def _no_chip_error(samples: Sequence[Sample], n: int,
+                   reasons: Dict[Tuple[str, int, str], List[str]]) -> InputError:
+    """The error for samples none of whose ``n`` chips holds data everywhere, naming the dates with pixels
+    without data (at most :data:`_LISTED_DATES` of them) and why."""
+    where = f"sample {samples[0].name}" if len(samples) == 1 else f"the {len(samples)} samples"
+    dates = [f"date {date} {path} ({', '.join(why)})" for (_, date, path), why in reasons.items() if why]
+    listed = " and ".join(dates[:_LISTED_DATES]) + (f" and {len(dates) - _LISTED_DATES} more dates"
+                                                    if len(dates) > _LISTED_DATES else "")
+    return InputError(f"every chip of {where} ({n} chips) has pixels without data, in {listed}: no data to chip.")
 
 
 def _shrink(folder: Path, arrays: Dict[str, np.ndarray], n: int) -> None:
@@ -250,11 +290,15 @@ def _write_chips(samples: Sequence[Sample], plans: Sequence[_SamplePlan], kind: 
         arrays["label"] = open_memmap(folder / "label.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
     stats = _BandStats(kind.channels)
     records, k = [], 0
+    reasons: Dict[Tuple[str, int, str], List[str]] = {}  # (sample, date, path) -> why it has pixels without data
     with progress_bar(total=n, desc=progress, unit="chip", disable=not progress) as bar:
         for sample, plan, record in zip(samples, plans, inputs["samples"]):
             first, row0, col0 = k, *plan.window[:2]
             kept: List[List[int]] = []
             for strip in _read_strips(sample, plan, size, bands, kind.has_label):
+                for date, (path, why) in enumerate(zip((sample.date1, sample.date2), strip.reasons), start=1):
+                    found = reasons.setdefault((sample.name, date, str(path)), [])
+                    found.extend(reason for reason in why if reason not in found)
                 start = k
                 for r, c in strip.origins:
                     if strip.missing[r:r + size, c:c + size].any():
@@ -269,8 +313,7 @@ def _write_chips(samples: Sequence[Sample], plans: Sequence[_SamplePlan], kind: 
             records.append({**record, "first": first, "count": k - first, "origins": kept,
                             "skipped": len(plan.origins) - (k - first)})
     if k == 0:
-        where = samples[0].date1 if len(samples) == 1 else f"the {len(samples)} samples from {samples[0].date1} on"
-        raise InputError(f"every chip of {where} ({n} chips) has NaN, infinite or nodata pixels: no data to chip.")
+        raise _no_chip_error(samples, n, reasons)
     for array in arrays.values():
         array.flush()
     if k < n:
@@ -386,8 +429,13 @@ class ChipDataset(Dataset):
         chip (images in their stored dtype, mask uint8 {0, 1}), e.g.
         :class:`utilities.data.augment.ChangeAugmentation`. The targets are computed after it.
     normalize : bool
-        Standardise each band of the dates with the manifest's ``mean`` and ``std`` (a band with
-        std 0 is only centred).
+        Standardise each band of the dates with ``normalization`` (a band with std 0 is only centred).
+    normalization : mapping, optional
+        The per-band ``{"mean": [...], "std": [...]}`` to standardise with. Default: this cache's own
+        (the manifest's ``mean`` and ``std``), right for training chips; validation chips take the
+        training chips' (:attr:`normalization` of the training set), as checkpoints and inference do.
+        :attr:`normalization` also names the cache's input ``dtype``, which checkpoints record so that
+        inference can refuse inputs of another type.
     targets : str
         Form of the boundary and distance targets: ``paper`` or ``authors``
         (:data:`utilities.data.targets.TARGET_FORMS`).
@@ -401,15 +449,18 @@ class ChipDataset(Dataset):
     """
 
     def __init__(self, cache_dir: PathLike, transform: Optional[Transform] = None, normalize: bool = True,
-                 targets: str = "paper") -> None:
+                 targets: str = "paper", normalization: Optional[Mapping[str, Sequence[float]]] = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.manifest = read_manifest(self.cache_dir)
         self.transform = transform
         self.normalize = normalize
         self.targets = targets
         self.has_label = bool(self.manifest["has_label"])
-        std = np.asarray(self.manifest["std"], dtype=np.float32)
-        self._mean = np.asarray(self.manifest["mean"], dtype=np.float32)[:, None, None]
+        source = self.manifest if normalization is None else normalization
+        self.normalization = {"mean": [float(v) for v in source["mean"]], "std": [float(v) for v in source["std"]],
+                              "dtype": str(self.manifest["dtype"])}
+        std = np.asarray(self.normalization["std"], dtype=np.float32)
+        self._mean = np.asarray(self.normalization["mean"], dtype=np.float32)[:, None, None]
         self._std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
         self._arrays: Optional[Dict[str, np.ndarray]] = None
 

@@ -18,10 +18,13 @@ counts; a sample without any such pixel gets a warning.
 Outputs (all written atomically): per image (:func:`tpfpfn_writer`) ``<name>_tpfpfn.png`` (colours of
 :data:`TPFPFN_COLOURS`, as in the paper's Fig. 1), plus ``<name>_tpfpfn.tif`` with the input's CRS and
 geotransform when the input is georeferenced; then :func:`write_evaluation`: ``metrics.json``, ``metrics.md``.
+Given one :class:`~utilities.atomic.FileSet` (``files``), they all appear together when the evaluation is
+complete, or none does (``evaluate.py``).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -35,14 +38,16 @@ import nn  # noqa: F401  (sets MXNet's OpenMP threads first)
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio._err import CPLE_BaseError  # GDAL's errors that rasterio.shutil.copy raises as they are
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from utilities.artifacts.model_io import Predictor
-from utilities.atomic import atomic_path, atomic_write_text, temporary_path, write_error
+from utilities.atomic import FileSet, atomic_files, temporary_path, write_error
 from utilities.data.datasets import Sample
 from utilities.errors import InputError
+from utilities.inference.input_check import check_inputs
 from utilities.inference.metrics import METRIC_NAMES, change_metrics, confusion_counts
 from utilities.inference.tiled import (
     DateRows,
@@ -54,6 +59,7 @@ from utilities.inference.tiled import (
     select_bands,
 )
 from utilities.progress import progress
+from utilities.raster.cog import band_scaling, dequantize
 from utilities.raster.io import PixelWindow, RasterInfo, check_grid, check_pair, raster_info, read_label
 
 PathLike = Union[str, Path]
@@ -117,21 +123,24 @@ def _region(sample: Sample, info: RasterInfo) -> PixelWindow:
     return sample.window if sample.window is not None else (0, 0, info.height, info.width)
 
 
-def sample_predictions(predictor: Predictor, sample: Sample,
-                       predict: StripPredictFn = padded_prediction) -> Iterator[Prediction]:
+def sample_predictions(predictor: Predictor, sample: Sample, predict: StripPredictFn = padded_prediction,
+                       force_inputs: bool = False) -> Iterator[Prediction]:
     """Predict a labelled sample strip by strip, as ``predict`` hands the strips out (a tiled predictor
-    holds a strip of windows in memory, not the raster).
+    holds a strip of windows in memory, not the raster). Dates unlike the model's training images are
+    refused first, or only warned about with ``force_inputs``
+    (:func:`~utilities.inference.input_check.check_inputs`).
 
     Raises
     ------
     InputError
         The sample has no label, its files do not match (:func:`~utilities.raster.io.check_pair`), are unreadable,
-        or do not have the model's bands.
+        or do not have the model's bands, or are unlike its training images.
     """
     if sample.label is None:
         raise InputError(f"sample {sample.name} ({sample.date1}) has no label to evaluate against")
     info = check_pair(sample.date1, sample.date2, sample.label)
     bands = select_bands(sample.date1, info.count, predictor.bands, predictor.channels)
+    check_inputs(predictor, (sample.date1, sample.date2), bands, force=force_inputs)
     region = _region(sample, info)
     read = pair_rows(sample.date1, sample.date2, bands, region)
     labels = RasterRows(Path(sample.label), read_label, region)
@@ -147,7 +156,8 @@ def sample_predictions(predictor: Predictor, sample: Sample,
 def file_predictions(prediction: PathLike, label: PathLike, rows: int = STRIP_ROWS) -> Iterator[Prediction]:
     """The rows of a change probability raster that ``predict.py`` wrote (``change_probability.tif``) and of
     its label, ``rows`` at a time; the prediction's nodata (NaN or its declared nodata value) is not valid.
-    The files are checked at once, before the first rows are read.
+    Values are read with the band's scale and offset (uint8 ``v`` with scale 1/254: ``p = v / 254``,
+    :func:`~utilities.raster.cog.dequantize`). The files are checked at once, before the first rows are read.
 
     Raises
     ------
@@ -162,13 +172,14 @@ def file_predictions(prediction: PathLike, label: PathLike, rows: int = STRIP_RO
                          f"(change_probability.tif of predict.py)")
     region = (0, 0, info.height, info.width)
     probabilities = DateRows(prediction, [1], region)
+    scale, offset = band_scaling(prediction)
     labels = RasterRows(label, read_label, region)
     sample = Sample(prediction.stem, prediction, prediction, label)
 
     def strips() -> Iterator[Prediction]:
         for row in range(0, info.height, rows):
             end = min(row + rows, info.height)
-            probability = probabilities(row, end)[0]
+            probability = dequantize(probabilities(row, end)[0], scale, offset)
             yield Prediction(sample, row, labels(row, end), probability, ~np.isnan(probability), info.height)
 
     return strips()
@@ -199,35 +210,63 @@ def _georeference(sample: Sample) -> Optional[Tuple[Any, Any]]:
     return info.crs, transform
 
 
+def _readable(path: str) -> bool:
+    """GDAL reads every block of the raster ``path`` back."""
+    try:
+        with rasterio.open(path) as src:
+            for _, window in src.block_windows(1):
+                src.read(window=window)
+    except (CPLE_BaseError, RasterioError, OSError):
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def tpfpfn_writer(out_dir: PathLike, sample: Sample, height: int, width: int) -> Iterator[AddRows]:
+def tpfpfn_writer(out_dir: PathLike, sample: Sample, height: int, width: int,
+                  files: Optional[FileSet] = None) -> Iterator[AddRows]:
     """Write the TP/FP/FN map of one sample strip by strip: yields ``add(row, rgb (n, W, 3))``.
 
     The rows go to ``<name>_tpfpfn.tif`` (kept when the sample is georeferenced, with its CRS and
     geotransform), from which GDAL then copies ``<name>_tpfpfn.png`` row by row: memory is a strip. Both are
-    written under temporary names and renamed only when the context ends without error.
+    written under temporary names and take their final names with the other files of ``files``
+    (:func:`~utilities.atomic.atomic_files`; None: the two together, when the context ends without error).
+
+    A failed write (a full disk: "no space left on device writing FILE") names the file that could not be
+    written: GDAL reports no error when it cannot complete the GeoTIFF as it closes it, so when the PNG copy
+    fails the GeoTIFF is read back to tell which of the two failed.
     """
     out_dir = Path(out_dir)
     png, tif = out_dir / f"{sample.name}_tpfpfn.png", out_dir / f"{sample.name}_tpfpfn.tif"
     georeference = _georeference(sample)
     crs, transform = georeference or (None, None)
-    with (atomic_path if georeference is not None else temporary_path)(tif, suffix=".tif") as tmp_tif:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(tmp_tif, "w", driver="GTiff", height=height, width=width, count=3,
-                                    dtype="uint8", crs=crs, transform=transform, photometric="RGB",
-                                    compress="deflate")
+    with atomic_files(files) as files, \
+            (files.path(tif) if georeference is not None else temporary_path(tif, suffix=".tif")) as tmp_tif:
+        rows_to = tif if georeference is not None else png  # the output that the GeoTIFF's rows are for
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dataset = rasterio.open(tmp_tif, "w", driver="GTiff", height=height, width=width, count=3,
+                                        dtype="uint8", crs=crs, transform=transform, photometric="RGB",
+                                        compress="deflate")
+        except (OSError, RasterioError) as err:
+            raise write_error(err, rows_to) from None
 
         def add(row: int, rgb: np.ndarray) -> None:
             try:
                 dataset.write(rgb.transpose(2, 0, 1), window=Window(0, row, width, len(rgb)))
             except (OSError, RasterioError) as err:
-                raise write_error(err, tif if georeference is not None else png) from None
+                raise write_error(err, rows_to) from None
 
         with dataset:
             yield add
-        with atomic_path(png, suffix=".png") as tmp, rasterio.Env(GDAL_PAM_ENABLED="NO"):
-            rasterio.shutil.copy(tmp_tif, tmp, driver="PNG")
+        with files.path(png) as tmp, rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            try:
+                rasterio.shutil.copy(tmp_tif, tmp, driver="PNG")
+            except CPLE_BaseError as err:  # its errno is GDAL's error class, not the system's
+                if georeference is not None and not _readable(tmp_tif):
+                    raise write_error(OSError(errno.EIO, "GDAL could not complete it (it does not read back)"),
+                                      tif) from None
+                raise write_error(OSError(errno.EIO, " ".join(str(err).split())), png) from None
 
 
 @dataclass
@@ -273,7 +312,8 @@ def result_row(counts: np.ndarray, metrics: Dict[str, float]) -> Dict[str, Any]:
 
 
 def score(predictions: Iterable[Iterator[Prediction]], threshold: float = 0.5, maps_dir: Optional[PathLike] = None,
-          observe: Optional[Callable[[Prediction], None]] = None, total: Optional[int] = None) -> Evaluation:
+          observe: Optional[Callable[[Prediction], None]] = None, total: Optional[int] = None,
+          files: Optional[FileSet] = None) -> Evaluation:
     """Threshold and count the predicted rows of each sample (one iterator of :class:`Prediction` per sample).
 
     Parameters
@@ -289,6 +329,9 @@ def score(predictions: Iterable[Iterator[Prediction]], threshold: float = 0.5, m
         Called with every :class:`Prediction`.
     total : int, optional
         The number of samples, for the progress bar.
+    files : FileSet, optional
+        The command's outputs that the maps join (:func:`~utilities.atomic.atomic_files`): they appear with
+        them. None: the maps of each sample appear when they are complete.
     """
     if not 0.0 <= threshold <= 1.0:
         raise InputError(f"threshold must be in [0, 1], got {threshold}")
@@ -302,7 +345,7 @@ def score(predictions: Iterable[Iterator[Prediction]], threshold: float = 0.5, m
                 counts += confusion_counts(pred, item.label, item.valid)
                 if maps_dir is not None:
                     add_map = add_map or maps.enter_context(
-                        tpfpfn_writer(maps_dir, sample, item.height, item.label.shape[1]))
+                        tpfpfn_writer(maps_dir, sample, item.height, item.label.shape[1], files))
                     add_map(item.row, tpfpfn_map(pred, item.label, item.valid))
                 if observe is not None:
                     observe(item)
@@ -315,7 +358,8 @@ def score(predictions: Iterable[Iterator[Prediction]], threshold: float = 0.5, m
 
 def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float = 0.5,
              maps_dir: Optional[PathLike] = None, predict: StripPredictFn = padded_prediction,
-             observe: Optional[Callable[[Prediction], None]] = None) -> Evaluation:
+             observe: Optional[Callable[[Prediction], None]] = None, files: Optional[FileSet] = None,
+             force_inputs: bool = False) -> Evaluation:
     """Evaluate ``predictor`` on labelled ``samples`` (paper Section 8.4).
 
     Parameters
@@ -335,21 +379,28 @@ def evaluate(predictor: Predictor, samples: Sequence[Sample], threshold: float =
     observe : callable, optional
         Called with every :class:`Prediction` (the strips of each sample in order), for further measures
         of the outputs.
+    files : FileSet, optional
+        The command's outputs that the maps join (see :func:`score`).
+    force_inputs : bool
+        Predict dates unlike the model's training images with a warning instead of refusing them.
 
     Returns
     -------
     Evaluation
     """
-    return score((sample_predictions(predictor, sample, predict) for sample in samples), threshold, maps_dir,
-                 observe, total=len(samples))
+    return score((sample_predictions(predictor, sample, predict, force_inputs) for sample in samples), threshold,
+                 maps_dir, observe, total=len(samples), files=files)
 
 
 def evaluate_prediction(prediction: PathLike, label: PathLike, threshold: float = 0.5,
-                        maps_dir: Optional[PathLike] = None) -> Evaluation:
+                        maps_dir: Optional[PathLike] = None, files: Optional[FileSet] = None,
+                        observe: Optional[Callable[[Prediction], None]] = None) -> Evaluation:
     """Evaluate a change probability raster that ``predict.py`` already wrote against its label, without the
     model (:func:`file_predictions`, read :data:`STRIP_ROWS` rows at a time); the same counts as
-    :func:`evaluate` of the model that wrote it with the same windows."""
-    return score([file_predictions(prediction, label, STRIP_ROWS)], threshold, maps_dir, total=1)
+    :func:`evaluate` of the model that wrote it with the same windows. ``files``, ``observe``: as for
+    :func:`score`."""
+    return score([file_predictions(prediction, label, STRIP_ROWS)], threshold, maps_dir, observe, total=1,
+                 files=files)
 
 
 def _cell(value: float) -> str:
@@ -366,14 +417,18 @@ def metrics_table(rows: Sequence[Tuple[str, np.ndarray, Dict[str, float]]]) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_evaluation(evaluation: Evaluation, out_dir: PathLike, about: Dict[str, Any]) -> Tuple[Path, Path]:
-    """Write ``metrics.json`` (``about`` + :meth:`Evaluation.to_dict`) and ``metrics.md`` to ``out_dir``."""
+def write_evaluation(evaluation: Evaluation, out_dir: PathLike, about: Dict[str, Any],
+                     files: Optional[FileSet] = None) -> Tuple[Path, Path]:
+    """Write ``metrics.json`` (``about`` + :meth:`Evaluation.to_dict`) and ``metrics.md`` to ``out_dir``: both or
+    neither, ``metrics.json`` last, with the other files of ``files`` when given
+    (:func:`~utilities.atomic.atomic_files`)."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
-    atomic_write_text(json_path, json.dumps({**about, **evaluation.to_dict()}, indent=2))
     rows = [("**all images (pooled counts)**", evaluation.counts, evaluation.metrics)]
     rows += [(r.name, r.counts, r.metrics) for r in evaluation.images]
     title = f"# Change detection metrics (threshold {evaluation.threshold:g})\n\n"
-    atomic_write_text(md_path, title + "".join(f"- {k}: {v}\n" for k, v in about.items()) + "\n"
-                      + metrics_table(rows))
+    with atomic_files(files) as files:
+        files.write_text(md_path, title + "".join(f"- {k}: {v}\n" for k, v in about.items()) + "\n"
+                         + metrics_table(rows))
+        files.write_text(json_path, json.dumps({**about, **evaluation.to_dict()}, indent=2), last=True)
     return json_path, md_path

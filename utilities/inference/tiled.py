@@ -5,41 +5,61 @@
 see :mod:`utilities.raster.tiling`), streaming the rasters strip by strip so that memory does not grow with
 their size, and writes to ``out_dir``:
 
-- ``change_probability.tif``: float32, the averaged probability of class 1 (change);
+- ``change_probability.tif``: the averaged probability p of class 1 (change), by default as uint8
+  ``floor(254 p)`` with GDAL scale 1/254 and nodata 255 (:func:`~utilities.raster.cog.quantize`), or float32
+  with NaN nodata (``probability_dtype="float32"``);
 - ``change_mask.tif``: uint8, 1 where that probability is >= ``threshold``, else 0; nodata 255;
-- ``boundary.tif``, ``distance.tif``: float32, the averaged class-1 boundary and distance maps of the
-  multitask head (Section 6.3);
+- ``boundary.tif``, ``distance.tif``: the averaged class-1 boundary and distance maps of the multitask head
+  (Section 6.3), stored as the probability is;
+- ``change_polygons.gpkg`` (optional): one polygon per connected change region of the mask, with its area,
+  pixel count, mean and maximum probability (:mod:`utilities.inference.polygons`);
 - ``quicklook.png`` (optional): date 1 | date 2 | change (date 2 in grey, the change mask in magenta),
-  at most 2048 pixels on its long side.
+  at most 2048 pixels on its long side (:func:`shrink_by_area`, any size down to 1 x 1).
 
-The GeoTIFFs are tiled (256 x 256), deflate-compressed and carry the input's CRS and geotransform;
-PNG/JPEG inputs have none, and neither have their outputs. Pixels without data (NaN or the declared
-nodata value) in either date are nodata in every output (NaN in the float maps); before prediction
-they are filled with the model's training mean of their band (a neutral input: 0 after the model's
-standardisation), so they do not disturb the valid pixels around them more than necessary. Every file
-is written under a temporary name and renamed when complete: an interrupted run leaves no file that
-looks finished.
+Dates unlike the model's training images (another data type, band means far from the training's) are
+refused or warned about first (:mod:`utilities.inference.input_check`).
+
+The GeoTIFFs are Cloud-Optimized GeoTIFFs (:mod:`utilities.raster.cog`: 256 x 256 tiles, overviews,
+deflate with a predictor) and carry the input's CRS and geotransform;
+PNG/JPEG inputs have none, and neither have their outputs. Pixels without data in either date (as GDAL's
+dataset mask has them: every band at its declared nodata value, or 0 in the file's mask or alpha band; or
+NaN / infinite in a band, :func:`read_date`) are nodata in every output (255, or NaN in float32 maps); a
+pixel with only some bands at the nodata value holds data and is predicted from its values. Before
+prediction, pixels without data are filled with the model's training mean of their band (a neutral input:
+0 after the model's standardisation), so they do not disturb the valid pixels around them more than
+necessary. Every file is written under a temporary name and renamed when complete: an interrupted run
+leaves no file that looks finished.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from utilities.artifacts.model_io import Predictor
 from utilities.atomic import atomic_path, writable_folder, write_error
 from utilities.data.datasets import levircd_samples
 from utilities.errors import InputError
+from utilities.inference.input_check import check_inputs
+from utilities.inference.polygons import POLYGONS_FILE, check_min_area, polygon_writer
 from utilities.progress import progress as progress_bar
-from utilities.raster.io import PathLike, PixelWindow, RasterInfo, check_pair, nodata_mask, raster_info, read_image
+from utilities.raster.cog import BLOCK, QUANTIZED_MAX, QUANTIZED_NODATA, cog_dataset, quantize
+from utilities.raster.io import (
+    PathLike,
+    PixelWindow,
+    RasterInfo,
+    check_pair,
+    nodata_mask,
+    read_image,
+    valid_mask,
+)
 from utilities.raster.tiling import RowReader, Strip, Tiling, check_window, stream_strips
 
 #: output name -> file name
@@ -52,9 +72,15 @@ HEADS = ("segmentation", "boundary", "distance")
 #: whose stacked rows ``read`` gives (:func:`pair_rows`), predicted by ``forward`` (a :class:`WindowForward`,
 #: whose :meth:`~WindowForward.heads` splits the strips' outputs)
 StripPredictFn = Callable[["WindowForward", RowReader, int, int], Iterator[Strip]]
-MASK_NODATA = 255
-#: tile side of the output GeoTIFFs; rows are written a whole row of tiles at a time
-BLOCK = 256
+MASK_NODATA = QUANTIZED_NODATA
+#: how the probability, boundary and distance maps can be stored (the first is the default)
+PROBABILITY_DTYPES = ("uint8", "float32")
+#: the band description of each output (what QGIS shows)
+_DESCRIPTIONS = {"probability": "change probability", "mask": "change mask (1 change, 0 no change)",
+                 "boundary": "change boundary probability", "distance": "change distance map (class 1)"}
+#: overviews: continuous maps averaged, the mask's classes kept
+_OVERVIEWS = {"probability": Resampling.average, "mask": Resampling.nearest, "boundary": Resampling.average,
+              "distance": Resampling.average}
 QUICKLOOK_SIDE = 2048
 #: formats read whole (small by nature); GeoTIFFs are read in windows of rows
 _WHOLE_FORMATS = {".png", ".jpg", ".jpeg"}
@@ -114,20 +140,22 @@ class RasterRows:
         return self.read(self.path, window=(row + row0, col, row1 - row0, cols))
 
 
+def read_date(path: Path, bands: Sequence[int], window: PixelWindow) -> np.ndarray:
+    """A window of a date image as float32 ``(C, h, w)``, NaN in every band where the pixel has no data
+    (:func:`~utilities.raster.io.nodata_mask`: outside the file's dataset mask, or NaN / infinite in a band)."""
+    image = read_image(path, bands=bands, window=window)
+    missing = nodata_mask(image, valid_mask(path, window))
+    image = image.astype(np.float32)
+    image[:, missing] = np.nan
+    return image
+
+
 class DateRows(RasterRows):
     """Rows of (a region of) a date image as float32 ``(C, n, width)``, NaN where the pixel has no data
-    (:func:`~utilities.raster.io.nodata_mask`: NaN, infinite or the declared nodata value)."""
+    (:func:`read_date`)."""
 
     def __init__(self, path: Path, bands: Sequence[int], region: PixelWindow):
-        self.nodata = raster_info(path).nodata
-        super().__init__(path, functools.partial(read_image, bands=list(bands)), region)
-
-    def __call__(self, row0: int, row1: int) -> np.ndarray:
-        rows = super().__call__(row0, row1)
-        nodata = nodata_mask(rows, self.nodata)  # in the file's type: exact comparisons
-        rows = rows.astype(np.float32)
-        rows[:, nodata] = np.nan
-        return rows
+        super().__init__(path, functools.partial(read_date, bands=list(bands)), region)
 
 
 def pair_rows(date1: Path, date2: Path, bands: Sequence[int], region: PixelWindow) -> RowReader:
@@ -169,8 +197,7 @@ class WindowForward:
 
 
 def _profile(info: RasterInfo, dtype: str, nodata: float) -> dict:
-    profile = dict(driver="GTiff", height=info.height, width=info.width, count=1, dtype=dtype, nodata=nodata,
-                   tiled=True, blockxsize=BLOCK, blockysize=BLOCK, compress="deflate")
+    profile = dict(height=info.height, width=info.width, count=1, dtype=dtype, nodata=nodata)
     if info.crs is not None:
         profile["crs"] = info.crs
     if info.transform is not None:
@@ -179,17 +206,28 @@ def _profile(info: RasterInfo, dtype: str, nodata: float) -> dict:
 
 
 class _GeoTIFFs:
-    """The output GeoTIFFs, open at temporary names; strips are buffered and written a row of tiles at a time."""
+    """The output COGs (:func:`~utilities.raster.cog.cog_dataset`: tiled GeoTIFFs at temporary names, copied to
+    COGs when complete); strips are buffered and written a row of tiles at a time. The probability maps are
+    stored as ``probability_dtype``: ``"uint8"`` (:func:`~utilities.raster.cog.quantize`, GDAL scale 1/254) or
+    ``"float32"`` (NaN without data)."""
 
-    def __init__(self, stack: contextlib.ExitStack, out_dir: Path, info: RasterInfo):
+    def __init__(self, stack: contextlib.ExitStack, out_dir: Path, info: RasterInfo, probability_dtype: str = "uint8"):
+        if probability_dtype not in PROBABILITY_DTYPES:
+            raise InputError(f"probability dtype must be one of {', '.join(PROBABILITY_DTYPES)}, got "
+                             f"{probability_dtype!r}.")
         self.datasets, self.pending, self.row = {}, [], 0
         self.paths = {name: out_dir / file_name for name, file_name in OUTPUT_FILES.items()}
+        self.quantized = {name for name in OUTPUT_FILES if name != "mask" and probability_dtype == "uint8"}
         for name, file_name in OUTPUT_FILES.items():
-            tmp = stack.enter_context(atomic_path(out_dir / file_name, suffix=".tif"))
-            profile = _profile(info, "uint8", MASK_NODATA) if name == "mask" else _profile(info, "float32", np.nan)
-            with warnings.catch_warnings():  # outputs of PNG/JPEG inputs have no georeferencing, as documented
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self.datasets[name] = stack.enter_context(rasterio.open(tmp, "w", **profile))
+            if name == "mask" or name in self.quantized:
+                profile = _profile(info, "uint8", MASK_NODATA)
+            else:
+                profile = _profile(info, "float32", np.nan)
+            dataset = stack.enter_context(cog_dataset(out_dir / file_name, profile, _OVERVIEWS[name]))
+            if name in self.quantized:
+                dataset.scales = (1 / QUANTIZED_MAX,)
+            dataset.set_band_description(1, _DESCRIPTIONS[name] + (" (value / 254)" if name in self.quantized else ""))
+            self.datasets[name] = dataset
 
     def add(self, maps: Dict[str, np.ndarray]) -> None:
         """Append rows ``{name: (n, width)}`` (following the rows added before)."""
@@ -204,12 +242,25 @@ class _GeoTIFFs:
         rows = {name: np.concatenate([m[name] for m in self.pending]) for name in self.datasets}
         n, width = rows["mask"].shape
         for name, dataset in self.datasets.items():
+            values = quantize(rows[name]) if name in self.quantized else rows[name]
             try:
-                dataset.write(rows[name][None], window=Window(0, self.row, width, n))
+                dataset.write(values[None], window=Window(0, self.row, width, n))
             except (OSError, RasterioError) as err:  # named here: the file being written when it failed
                 raise write_error(err, self.paths[name]) from None
         self.row += n
         self.pending = []
+
+
+def shrink_by_area(image: np.ndarray, factor: int) -> np.ndarray:
+    """Shrink an ``(n, width, channels)`` uint8 image by ``factor`` in both directions, averaging blocks of
+    ``factor x factor`` pixels (rounded half up): ``(ceil(n / factor), ceil(width / factor), channels)``, the
+    last row and column of blocks averaging the pixels they have. Any width and any number of channels
+    (OpenCV's area resize takes at most 4 channels when the width is not a multiple of the factor)."""
+    rows, cols = (np.arange(0, size, factor) for size in image.shape[:2])
+    sums = np.add.reduceat(np.add.reduceat(image, rows, axis=0, dtype=np.uint32), cols, axis=1, dtype=np.uint32)
+    counts = (np.minimum(factor, image.shape[0] - rows)[:, None]
+              * np.minimum(factor, image.shape[1] - cols)[None, :])[..., None].astype(np.uint32)
+    return ((sums + counts // 2) // counts).astype(np.uint8)
 
 
 class _Quicklook:
@@ -249,21 +300,24 @@ class _Quicklook:
 
     def _shrink(self, n: int) -> None:
         if n:
-            size = (self.width, -(-n // self.factor))
-            self.rows.append(cv2.resize(self.pending[:n], size, interpolation=cv2.INTER_AREA))
+            self.rows.append(shrink_by_area(self.pending[:n], self.factor))
             self.pending = self.pending[n:]
 
     def figure(self) -> np.ndarray:
-        """The RGB figure ``(H, W, 3)`` uint8: the titled panels with white gaps between them."""
+        """The RGB figure ``(H, W, 3)`` uint8: the panels, titled where the title fits (it would hide a panel
+        smaller than twice its height), with white gaps between them."""
         self._shrink(len(self.pending))
         rows = np.concatenate(self.rows)
         panels = [np.ascontiguousarray(rows[..., 3 * i:3 * i + 3]) for i in range(len(_PANELS))]
         scale = max(0.35, min(panels[0].shape[:2]) / 500)
         for panel, title in zip(panels, _PANELS):
             origin = (int(6 * scale) + 2, int(28 * scale) + 4)
-            for colour, thickness in (((0, 0, 0), 3), ((255, 255, 255), 1)):
-                cv2.putText(panel, title, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour,
-                            max(1, int(thickness * scale)), cv2.LINE_AA)
+            outline = max(1, int(3 * scale))
+            (width, height), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale, outline)
+            if panel.shape[1] < origin[0] + width or panel.shape[0] < 2 * origin[1]:
+                continue
+            for colour, thickness in (((0, 0, 0), outline), ((255, 255, 255), max(1, int(scale)))):
+                cv2.putText(panel, title, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
         axis = 0 if self.stacked else 1
         gap = np.full((_GAP, rows.shape[1], 3) if self.stacked else (rows.shape[0], _GAP, 3), 255, np.uint8)
         return np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=axis)
@@ -277,13 +331,13 @@ class _Quicklook:
 
 def predicted_strips(predictor: Predictor, date1: PathLike, date2: PathLike, window: int = 256, stride: int = 64,
                      batch_size: int = 4, bands: Optional[Sequence[int]] = None,
-                     rows: Optional[Tuple[int, int]] = None,
-                     progress: bool = True) -> Tuple[RasterInfo, Iterator[Strip]]:
+                     rows: Optional[Tuple[int, int]] = None, progress: bool = True,
+                     force_inputs: bool = False, blend: str = "uniform") -> Tuple[RasterInfo, Iterator[Strip]]:
     """Check a pair of dates and the tiling, then predict it with overlapping windows (Section 8.5.1), lazily.
 
     Parameters
     ----------
-    predictor, date1, date2, window, stride, batch_size, bands, progress
+    predictor, date1, date2, window, stride, batch_size, bands, progress, force_inputs, blend
         As for :func:`predict_rasters`.
     rows : (int, int), optional
         Predict only the raster rows ``[first, stop)``, with the windows of the whole raster's grid that
@@ -308,8 +362,9 @@ def predicted_strips(predictor: Predictor, date1: PathLike, date2: PathLike, win
         raise InputError(f"batch size must be >= 1, got {batch_size}.")
     info = check_pair(date1, date2)
     bands = select_bands(date1, info.count, predictor.bands if bands is None else bands, predictor.channels)
+    check_inputs(predictor, (date1, date2), bands, force=force_inputs)
     read = pair_rows(date1, date2, bands, (0, 0, info.height, info.width))
-    tiling = Tiling(info.height, info.width, window, stride)
+    tiling = Tiling(info.height, info.width, window, stride, blend)
     first, stop = (0, info.height) if rows is None else rows
     windows = len(tiling.row_origins[tiling.window_rows(first, stop)]) * len(tiling.col_origins)
 
@@ -326,25 +381,34 @@ def predicted_strips(predictor: Predictor, date1: PathLike, date2: PathLike, win
 
 
 def write_outputs(strips: Iterable[Strip], info: RasterInfo, out_dir: PathLike, predictor: Predictor,
-                  threshold: float = 0.5, quicklook: bool = True) -> Dict[str, Path]:
-    """Write the outputs (module docstring) of a pair's strips (:func:`predicted_strips`) to ``out_dir``.
+                  threshold: float = 0.5, quicklook: bool = True, probability_dtype: str = "uint8",
+                  polygons: bool = False, min_area: float = 0.0) -> Dict[str, Path]:
+    """Write the outputs (module docstring) of a pair's strips (:func:`predicted_strips`) to ``out_dir``;
+    ``probability_dtype``, ``polygons``, ``min_area``: as for :func:`predict_rasters`.
 
     Returns
     -------
     dict
-        ``{"probability", "mask", "boundary", "distance"[, "quicklook"]: path}``.
+        ``{"probability", "mask", "boundary", "distance"[, "polygons"][, "quicklook"]: path}``.
     """
     out_dir = Path(out_dir)
     channels = predictor.channels
     paths = {name: out_dir / file_name for name, file_name in OUTPUT_FILES.items()}
     preview = _Quicklook(info, predictor) if quicklook else None
     with contextlib.ExitStack() as stack:
-        outputs = _GeoTIFFs(stack, out_dir, info)
+        outputs = _GeoTIFFs(stack, out_dir, info, probability_dtype)
+        regions = None
+        if polygons:
+            paths["polygons"] = out_dir / POLYGONS_FILE
+            regions = stack.enter_context(polygon_writer(paths["polygons"], info.width, info.crs, info.transform,
+                                                         {1: "change"}, min_area))
         for strip in strips:
             nodata = np.isnan(strip.inputs).any(axis=0)  # NaN after DateRows: nodata in either date
             probability, boundary, distance = np.where(nodata, np.float32(np.nan), strip.outputs)
             mask = np.where(nodata, MASK_NODATA, probability >= threshold).astype(np.uint8)
             outputs.add({"probability": probability, "mask": mask, "boundary": boundary, "distance": distance})
+            if regions is not None:
+                regions(mask, probability)
             if preview is not None:
                 preview.add(strip.inputs[:channels], strip.inputs[channels:], mask)
         outputs.flush()
@@ -356,8 +420,9 @@ def write_outputs(strips: Iterable[Strip], info: RasterInfo, out_dir: PathLike, 
 
 def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_dir: PathLike, window: int = 256,
                     stride: int = 64, batch_size: int = 4, threshold: float = 0.5,
-                    bands: Optional[Sequence[int]] = None, quicklook: bool = True,
-                    progress: bool = True) -> Dict[str, Path]:
+                    bands: Optional[Sequence[int]] = None, quicklook: bool = True, progress: bool = True,
+                    force_inputs: bool = False, probability_dtype: str = "uint8", polygons: bool = False,
+                    min_area: float = 0.0, blend: str = "uniform") -> Dict[str, Path]:
     """Predict the change between two co-registered rasters with overlapping windows (Section 8.5.1).
 
     Parameters
@@ -381,23 +446,42 @@ def predict_rasters(predictor: Predictor, date1: PathLike, date2: PathLike, out_
         Also write ``quicklook.png``.
     progress : bool
         Show a progress bar over the windows.
+    force_inputs : bool
+        Predict dates unlike the model's training images with a warning instead of refusing them
+        (:func:`~utilities.inference.input_check.check_inputs`).
+    probability_dtype : {"uint8", "float32"}
+        How ``change_probability.tif``, ``boundary.tif`` and ``distance.tif`` store their values: uint8
+        ``floor(254 p)`` with GDAL scale 1/254 and nodata 255 (:func:`~utilities.raster.cog.quantize`), or
+        float32 with NaN nodata.
+    polygons : bool
+        Also write ``change_polygons.gpkg``: one polygon per connected change region of the mask
+        (:mod:`utilities.inference.polygons`).
+    min_area : float
+        Leave out of the polygons the regions smaller than this, in square metres.
+    blend : {"uniform", "taper"}
+        How the overlapping windows' probabilities are combined: ``"uniform"`` the paper's plain average,
+        ``"taper"`` weighted by a raised cosine that fades each window's edges (smooth seams at larger strides;
+        :func:`~utilities.raster.tiling.window_weights`).
 
     Returns
     -------
     dict
-        ``{"probability", "mask", "boundary", "distance"[, "quicklook"]: path}``.
+        ``{"probability", "mask", "boundary", "distance"[, "polygons"][, "quicklook"]: path}``.
 
     Raises
     ------
     InputError
         Rasters that fail :func:`~utilities.raster.io.check_pair` (naming both files), the wrong number of bands
-        for the model, band indices out of range, an unreadable file, bad tiling parameters.
+        for the model, band indices out of range, an unreadable file, bad tiling parameters, dates unlike the
+        model's training images (unless ``force_inputs``).
     """
     if not 0 <= threshold <= 1:
         raise InputError(f"threshold must be in [0, 1], got {threshold}.")
-    info, strips = predicted_strips(predictor, date1, date2, window, stride, batch_size, bands, progress=progress)
+    info, strips = predicted_strips(predictor, date1, date2, window, stride, batch_size, bands, progress=progress,
+                                    force_inputs=force_inputs, blend=blend)
+    check_min_area(min_area, info.crs, date1)
     writable_folder(Path(out_dir))
-    return write_outputs(strips, info, out_dir, predictor, threshold, quicklook)
+    return write_outputs(strips, info, out_dir, predictor, threshold, quicklook, probability_dtype, polygons, min_area)
 
 
 def predict_folder(predictor: Predictor, root: PathLike, out_dir: PathLike, split: Optional[str] = None,
@@ -436,13 +520,14 @@ def padded_prediction(forward: WindowForward, read: RowReader, height: int, widt
     yield Strip(0, inputs, forward(padded[None])[0, :, :height, :width])
 
 
-def tiled_prediction(window: int = 256, stride: int = 64, batch_size: int = 4) -> StripPredictFn:
+def tiled_prediction(window: int = 256, stride: int = 64, batch_size: int = 4,
+                     blend: str = "uniform") -> StripPredictFn:
     """A :data:`StripPredictFn` by the paper's overlapping windows (Section 8.5.1), streamed strip by strip
     (:func:`~utilities.raster.tiling.stream_strips`): memory of a strip of windows whatever the raster's size, and
-    the outputs :func:`predict_rasters` writes."""
+    the outputs :func:`predict_rasters` writes (``blend`` as there)."""
 
     def predict(forward: WindowForward, read: RowReader, height: int, width: int) -> Iterator[Strip]:
         check_window(window, stride, forward.predictor.size_multiple)
-        yield from stream_strips(Tiling(height, width, window, stride), read, forward, batch_size)
+        yield from stream_strips(Tiling(height, width, window, stride, blend), read, forward, batch_size)
 
     return predict

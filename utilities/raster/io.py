@@ -2,7 +2,8 @@
 
 Two readers, chosen by the file suffix:
 
-- GeoTIFF (``.tif``, ``.tiff``) through rasterio (GDAL): keeps the georeferencing (CRS, geotransform,
+- GeoTIFF (``.tif``, ``.tiff``) and GDAL VRT (``.vrt``, e.g. a date of band files,
+  :mod:`utilities.raster.bands`) through rasterio (GDAL): keeps the georeferencing (CRS, geotransform,
   nodata) and reads windows of large rasters (the WHU pair, Section 8.2) without loading them whole;
 - PNG and JPEG (``.png``, ``.jpg``, ``.jpeg``, e.g. LEVIR-CD, Section 8.1) through OpenCV, all bands
   kept (RGBA has 4) and converted from OpenCV's BGR(A) order to RGB(A). These formats carry no
@@ -12,6 +13,12 @@ Images are returned band-first, ``(C, H, W)``, in the file's data type. Windows 
 ``(row, col, height, width)`` in pixels; band indices are 1-based (the rasterio convention).
 Every problem with an input raises :class:`~utilities.errors.InputError` with a one-line message
 naming the file(s); nothing is ever cropped or padded to make inputs fit.
+
+Pixels without data follow GDAL's meaning (:func:`valid_mask`): a GeoTIFF's nodata value is per band,
+and a pixel is missing where the file's dataset mask says so: where every band holds its nodata value,
+or where the mask band (an internal or ``.msk`` mask, an alpha band) is 0 when the file has one. A pixel
+with data in some bands keeps all its values. On top of that, a pixel with a NaN or infinite value in
+any band is missing (:func:`nodata_mask`): no network can take it. PNG and JPEG pixels all hold data.
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -73,7 +80,10 @@ class RasterInfo:
     transform : affine.Affine or None
         Pixel-to-map geotransform; None when the raster is not georeferenced.
     nodata : float or None
-        The nodata value declared in the file, if any.
+        The nodata value declared for the file's first band, if any.
+    mask : str or None
+        How the file marks pixels without data (:func:`valid_mask`), for messages: ``"nodata 0"`` (the
+        bands' declared values), ``"a mask band"``, ``"an alpha band"``; None when every pixel holds data.
     """
 
     height: int
@@ -83,6 +93,7 @@ class RasterInfo:
     crs: Optional[CRS] = None
     transform: Optional[Affine] = None
     nodata: Optional[float] = None
+    mask: Optional[str] = None
 
 
 def _one_line(error: Exception) -> str:
@@ -153,6 +164,19 @@ def _open_raster(path: Path) -> Iterator[rasterio.DatasetReader]:
         raise InputError(f"cannot read raster {path}: {_one_line(error)}.") from None
 
 
+def _mask_source(src: rasterio.DatasetReader) -> Optional[str]:
+    """What GDAL's dataset mask of ``src`` comes from, in GDAL's order of precedence; None: every pixel is valid."""
+    flags = [set(band) for band in src.mask_flag_enums]
+    if all(MaskFlags.all_valid in band for band in flags):
+        return None
+    if any(MaskFlags.alpha in band for band in flags):
+        return "an alpha band"
+    if any(MaskFlags.per_dataset in band for band in flags):
+        return "a mask band"
+    values = sorted({f"{v:g}" for v in src.nodatavals if v is not None})
+    return f"nodata {values[0]}" if len(values) == 1 else f"nodata {', '.join(values)} (per band)"
+
+
 class _GeoTIFF:
     """GeoTIFF through rasterio: windowed reads, georeferencing kept."""
 
@@ -161,15 +185,46 @@ class _GeoTIFF:
         with _open_raster(path) as src:
             georeferenced = src.crs is not None or not src.transform.is_identity
             return RasterInfo(height=src.height, width=src.width, count=src.count, dtype=src.dtypes[0],
-                              crs=src.crs, transform=src.transform if georeferenced else None, nodata=src.nodata)
+                              crs=src.crs, transform=src.transform if georeferenced else None, nodata=src.nodata,
+                              mask=_mask_source(src))
 
     @staticmethod
     def read(path: Path, bands: Optional[Sequence[int]], window: Optional[PixelWindow]) -> np.ndarray:
         with _open_raster(path) as src:
             bands = _check_bands(path, bands, src.count)
             window = _check_window(path, window, src.height, src.width)
-            rio_window = None if window is None else Window(window[1], window[0], window[3], window[2])
-            return src.read(indexes=bands, window=rio_window)
+            return src.read(indexes=bands, window=_rio_window(window))
+
+    @staticmethod
+    def valid(path: Path, window: Optional[PixelWindow]) -> np.ndarray:
+        with _open_raster(path) as src:
+            window = _check_window(path, window, src.height, src.width)
+            if _mask_source(src) is None:
+                return np.ones((src.height, src.width) if window is None else window[2:], dtype=bool)
+            return src.dataset_mask(window=_rio_window(window)) > 0
+
+    @staticmethod
+    def sample(path: Path, bands: Optional[Sequence[int]], max_side: int) -> Tuple[np.ndarray, np.ndarray]:
+        with _open_raster(path) as src:
+            bands = _check_bands(path, bands, src.count)
+            step = _sample_step(src.height, src.width, max_side)
+            masked = _mask_source(src) is not None
+            images, valid = [], []
+            for row in range(0, src.height, step):  # a row at a time: memory of the sample
+                window = Window(0, row, src.width, 1)
+                images.append(src.read(indexes=bands, window=window)[:, :, ::step])
+                valid.append(src.dataset_mask(window=window)[:, ::step] > 0 if masked
+                             else np.ones((1, images[-1].shape[2]), dtype=bool))
+            return np.concatenate(images, axis=1), np.concatenate(valid)
+
+
+def _rio_window(window: Optional[PixelWindow]) -> Optional[Window]:
+    return None if window is None else Window(window[1], window[0], window[3], window[2])
+
+
+def _sample_step(height: int, width: int, max_side: int) -> int:
+    """The smallest step between sampled rows and columns that keeps at most ``max_side`` of each."""
+    return -(-max(height, width) // max_side)
 
 
 class _OpenCVImage:
@@ -220,9 +275,23 @@ class _OpenCVImage:
             image = np.ascontiguousarray(image[:, row:row + rows, col:col + cols])
         return image
 
+    @classmethod
+    def valid(cls, path: Path, window: Optional[PixelWindow]) -> np.ndarray:
+        info = cls.info(path)
+        window = _check_window(path, window, info.height, info.width)
+        return np.ones((info.height, info.width) if window is None else window[2:], dtype=bool)
+
+    @classmethod
+    def sample(cls, path: Path, bands: Optional[Sequence[int]], max_side: int) -> Tuple[np.ndarray, np.ndarray]:
+        image = cls.read(path, bands, None)
+        step = _sample_step(image.shape[1], image.shape[2], max_side)
+        image = np.ascontiguousarray(image[:, ::step, ::step])
+        return image, np.ones(image.shape[1:], dtype=bool)
+
 
 #: file suffix -> reader
-_READERS = {".tif": _GeoTIFF, ".tiff": _GeoTIFF, ".png": _OpenCVImage, ".jpg": _OpenCVImage, ".jpeg": _OpenCVImage}
+_READERS = {".tif": _GeoTIFF, ".tiff": _GeoTIFF, ".vrt": _GeoTIFF, ".png": _OpenCVImage, ".jpg": _OpenCVImage,
+            ".jpeg": _OpenCVImage}
 
 
 def _reader(path: PathLike) -> Tuple[Path, type]:
@@ -406,16 +475,68 @@ def check_grid(what: str, path1: PathLike, path2: PathLike) -> RasterInfo:
     return first
 
 
-def nodata_mask(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray:
-    """Pixels without data: True where any band is not finite (NaN, +inf, -inf) or equals ``nodata``.
+def valid_mask(path: PathLike, window: Optional[PixelWindow] = None) -> np.ndarray:
+    """GDAL's dataset mask of a raster: True where the pixel holds data (see the module docstring).
+
+    Computed by GDAL over all the file's bands, whichever are read: a pixel is without data where every band
+    holds its declared nodata value, or where the file's mask band or alpha band is 0. PNG and JPEG: all True.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    window : (row, col, height, width), optional
+        Only this rectangle (read from disk without the rest).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool ``(H, W)`` of the raster or window.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`.
+    """
+    path, reader = _reader(path)
+    return reader.valid(path, window)
+
+
+def read_sample(path: PathLike, bands: Optional[Sequence[int]] = None,
+                max_side: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+    """Every ``step``-th row and column of a raster, from the first (``step`` as small as keeps at most
+    ``max_side`` of each), with the pixels that hold data: a cheap, unbiased look at a large raster's values.
+
+    GeoTIFFs are read a sampled row at a time, so that memory stays that of the sample; PNG and JPEG are
+    decoded whole.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The sample ``(C, h, w)`` in the file's data type, and bool ``(h, w)``: True where the pixel holds
+        data (:func:`valid_mask`, and finite in every band).
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`.
+    """
+    path, reader = _reader(path)
+    image, valid = reader.sample(path, bands, max_side)
+    return image, ~nodata_mask(image, valid)
+
+
+def nodata_mask(image: np.ndarray, valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Pixels without data: False in ``valid`` (the file's :func:`valid_mask`), or not finite (NaN, +inf,
+    -inf) in any band.
 
     Parameters
     ----------
     image : numpy.ndarray
         ``(C, H, W)`` (or ``(H, W)``, one band).
-    nodata : float, optional
-        The raster's nodata value (:attr:`RasterInfo.nodata`); NaN and infinite values are always masked
-        (no sensor measures an infinite radiance: they are fill values or overflows).
+    valid : numpy.ndarray, optional
+        bool ``(H, W)``, the raster's :func:`valid_mask` over the same pixels. NaN and infinite values are
+        always masked (no sensor measures an infinite radiance: they are fill values or overflows, and no
+        network can take them).
 
     Returns
     -------
@@ -427,9 +548,7 @@ def nodata_mask(image: np.ndarray, nodata: Optional[float] = None) -> np.ndarray
         image = image[None]
     if image.ndim != 3:
         raise ValueError(f"nodata_mask: expected a (C, H, W) image, got shape {image.shape}")
-    mask = np.zeros(image.shape[1:], dtype=bool)
+    mask = np.zeros(image.shape[1:], dtype=bool) if valid is None else ~np.asarray(valid, dtype=bool)
     if image.dtype.kind == "f":
         mask |= ~np.isfinite(image).all(axis=0)
-    if nodata is not None and not math.isnan(nodata):
-        mask |= (image == nodata).any(axis=0)
     return mask

@@ -22,10 +22,11 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Type,
 
 import yaml
 
-from utilities.atomic import atomic_write_text
+from utilities.atomic import atomic_write_text, writable_folder
 from utilities.data.augment import POLICIES, ChangeAugmentation
 from utilities.data.targets import TARGET_FORMS
 from utilities.errors import InputError
+from utilities.raster.bands import ALIGN_CHOICES, DEFAULT_RESAMPLING, RESAMPLING
 from utilities.training.schedule import EvolvingLossSchedule
 
 
@@ -63,15 +64,21 @@ class DataConfig:
     """Where the chips come from.
 
     ``kind``: ``levircd`` (``root`` in the official layout, splits ``train_split``/``val_split``; a split
-    of ``null`` reads ``root/{A,B,label}`` directly),
-    ``whu`` (``date1``/``date2``/``label`` rasters split spatially into ``regions``) or ``pair`` (one
-    pair of rasters for training, ``val_date1``/``val_date2``/``val_label`` for validation).
+    of ``null`` reads ``root/{A,B,label}`` directly; with ``val_area``, the paper's split of Section 8.1:
+    the bottom-right ``val_area`` of every tile of both folders for validation, the rest for training,
+    ``utilities.data.datasets.tile_area_split``; None: the folders as they are),
+    ``whu`` (``date1``/``date2``/``label`` rasters split spatially into ``regions``), ``pair`` (one
+    pair of rasters for training, ``val_date1``/``val_date2``/``val_label`` for validation; with ``band_names`` a
+    date may be a folder of band files) or ``oscd`` (``root`` in the OSCD layout, split by city:
+    ``val_cities`` for validation, ``train_cities`` or the other cities of ``train.txt`` for training;
+    ``utilities.data.oscd``).
     """
 
     kind: str = "levircd"
     root: Optional[str] = None
     train_split: Optional[str] = "train"
     val_split: Optional[str] = "val"
+    val_area: Optional[float] = limited(None, low=0, open=True)  # levircd: fraction of each tile for validation
     date1: Optional[str] = None
     date2: Optional[str] = None
     label: Optional[str] = None
@@ -80,6 +87,14 @@ class DataConfig:
     val_label: Optional[str] = None
     regions: Optional[Dict[str, Any]] = None
     bands: Optional[List[int]] = limited(None, low=1, min_items=1)
+    # dates of band files (utilities.raster.bands): the bands by name, in order; the band whose grid the date
+    # takes (None: the finest); how other bands are resampled onto it; "date1": date 2 resampled onto date 1's grid
+    band_names: Optional[List[str]] = limited(None, min_items=1)
+    reference_band: Optional[str] = None
+    resampling: str = limited(DEFAULT_RESAMPLING, choices=tuple(RESAMPLING))
+    align: Optional[str] = limited(None, choices=ALIGN_CHOICES)
+    train_cities: Optional[List[str]] = limited(None, min_items=1)  # oscd: default the listed cities not in val
+    val_cities: Optional[List[str]] = limited(None, min_items=1)  # oscd: the cities held out for validation
     chip_size: int = limited(256, low=1)
     stride: int = limited(128, low=1)
     cache_dir: Optional[str] = None
@@ -118,9 +133,16 @@ class TrainConfig:
     increase, when MCC drops before it recovers); None ends the last stage like the others (plateau) or
     with ``max_epochs`` (milestones). An ``output.keep_checkpoints`` below it leaves fewer candidates.
     ``loss_axis`` None: the fidelity's.
+
+    ``global_batch``: chips per optimiser update over all ranks (the paper's presets: 192, 3 chips on each
+    of its 64 GPUs); each rank takes an equal share in passes of at most ``batch_size`` chips and sums their
+    gradients (utilities/training/accumulate.py), so the update does not depend on the ranks or
+    ``batch_size``. None: one pass of ``batch_size`` per rank. An epoch is ``floor(chips / global_batch)``
+    updates, and ``max_steps_per_epoch`` counts updates.
     """
 
     batch_size: int = limited(3, low=1)
+    global_batch: Optional[int] = limited(None, low=1)
     lr: float = limited(1e-3, low=0, open=True)
     depths: List[int] = limited(lambda: [0, 10, 20, 30], low=0, min_items=1)
     lr_factor: float = limited(10.0, low=0, open=True)
@@ -371,14 +393,19 @@ def load_config(path: Union[str, Path], schema: Type[AnyConfig] = Config) -> Any
     return config
 
 
-def _check_run_dir(run_dir: Path, source: str) -> None:
-    """``run_dir`` is a folder or can be made one: no file where a folder must be."""
+def _check_run_dir(run_dir: Path, key: str, source: str) -> None:
+    """``run_dir`` (the config's ``key``) is a folder or can be made one, and files can be created in it: no
+    file where a folder must be, no read-only file system or folder without write permission."""
     for folder in (run_dir, *run_dir.parents):
         if folder.exists():
             if not folder.is_dir():
                 where = "is a file" if folder == run_dir else f"lies under {folder}, which is a file"
-                raise InputError(f"config {source}: output.run_dir {run_dir} {where}")
-            return
+                raise InputError(f"config {source}: {key} {run_dir} {where}")
+            break
+    try:
+        writable_folder(run_dir, key)
+    except InputError as err:
+        raise InputError(f"config {source}: {err}") from None
 
 
 def _registered_model(name: str, args: Dict[str, Any], keys: Tuple[str, str], source: str) -> Any:
@@ -422,7 +449,7 @@ def _check_model(config: Config, source: str) -> None:
 
 
 def _check_levir(config: Config, source: str) -> None:
-    _check_run_dir(Path(config.output.run_dir), source)
+    _check_run_dir(Path(config.output.run_dir), "output.run_dir", source)
     train = config.train
     _check_schedule("train", source, train.lr, train.depths, train.lr_factor, patience=train.patience,
                     milestones=train.milestones, final_stage_epochs=train.final_stage_epochs)
@@ -434,7 +461,7 @@ def _check_levir(config: Config, source: str) -> None:
 
 
 def _check_cifar(config: CifarConfig, source: str) -> None:
-    _check_run_dir(Path(config.out_dir), source)
+    _check_run_dir(Path(config.out_dir), "out_dir", source)
     schedule = config.schedule
     _check_schedule("schedule", source, config.lr, schedule.depths, schedule.factor, patience=schedule.patience,
                     milestones=schedule.milestones)
@@ -464,6 +491,72 @@ def check_config(config: Union[Config, CifarConfig], source: str) -> None:
 
 def config_to_dict(config: Union[Config, CifarConfig]) -> Dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+#: per schema, the keys whose values a resumed run may change: where the files are, how long the run goes
+#: on, how it is watched, its memory and speed. Any other key changes what the run computes or trains on
+#: (the loss, the chips, the schedule, the model, the augmentation, the steps per epoch), and a resumed run
+#: would go on with other mathematics or data than its checkpoints (e.g. a validation loss of another
+#: definition from one epoch to the next): :func:`resume_changes` refuses it.
+RESUMABLE_KEYS: Dict[type, Tuple[str, ...]] = {
+    Config: ("data.root", "data.date1", "data.date2", "data.label", "data.val_date1", "data.val_date2",
+             "data.val_label", "data.cache_dir", "data.num_workers", "model.hybridize", "train.max_epochs",
+             "train.stall_timeout_s", "train.memory_saving", "output.run_dir", "output.keep_checkpoints"),
+    CifarConfig: ("data_dir", "out_dir", "epochs", "keep_checkpoints"),
+}
+#: keys a resumed run may change in some runs only: ``train.batch_size`` (chips per pass) where a global batch
+#: fixes every update whatever the passes
+RESUMABLE_WHEN: Dict[str, Callable[[Any], bool]] = {
+    "train.batch_size": lambda config: config.train.global_batch is not None,
+}
+_ABSENT = object()
+
+
+def _values(config: Any, prefix: str = "") -> Dict[str, Any]:
+    """The values of a config by dotted key (``train.loss_axis``); a mapping-valued key (``model.args``) is one."""
+    values: Dict[str, Any] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if dataclasses.is_dataclass(value):
+            values.update(_values(value, f"{prefix}{item.name}."))
+        else:
+            values[f"{prefix}{item.name}"] = value
+    return values
+
+
+def _saved_value(saved: Dict[str, Any], key: str) -> Any:
+    for name in key.split("."):
+        if not isinstance(saved, dict) or name not in saved:
+            return _ABSENT
+        saved = saved[name]
+    return saved
+
+
+def _changed(items: List[Tuple[str, Any, Any]]) -> str:
+    return ", ".join(f"{key} {before!r} -> {now!r}" for key, before, now in items)
+
+
+def resume_changes(config: Union[Config, CifarConfig], saved: Dict[str, Any], source: str,
+                   checkpoint: Union[str, Path]) -> List[str]:
+    """The keys of ``config`` whose values differ from ``saved``, the resolved config recorded in the
+    ``checkpoint`` a run resumes from, as ``"key before -> now"``; only :data:`RESUMABLE_KEYS` (and
+    :data:`RESUMABLE_WHEN` where it says so) may differ.
+    Keys that ``saved`` lacks (written before they existed) are not compared.
+
+    Raises
+    ------
+    InputError
+        Any other key differs: one line listing every such key with both values.
+    """
+    changed = [(key, before, now) for key, now in _values(config).items()
+               if (before := _saved_value(saved, key)) is not _ABSENT and before != now]
+    refused = [item for item in changed if item[0] not in RESUMABLE_KEYS[type(config)]
+               and not (item[0] in RESUMABLE_WHEN and RESUMABLE_WHEN[item[0]](config))]
+    if refused:
+        raise InputError(f"config {source}: --resume would change {_changed(refused)} from the run's checkpoint "
+                         f"{checkpoint}, which changes what the run computes or trains on: set them back, or start "
+                         "a new run in another run_dir")
+    return [_changed([item]) for item in changed]
 
 
 def save_config(config: Union[Config, CifarConfig], path: Union[str, Path]) -> None:

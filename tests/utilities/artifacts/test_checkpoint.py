@@ -228,3 +228,49 @@ def test_an_unversioned_record_of_an_earlier_mantis_still_loads(tmp_path):
     record = ckpt.latest()
     assert (record.format_version, record.model, record.epoch, record.normalization) == (1, "dense", 1, None)
     ckpt.load(record, *_net_and_trainer(1))
+
+
+def test_mxnet_on_a_full_disk_is_named_like_the_other_writers_and_keeps_the_previous_checkpoint(tmp_path):
+    """A real full file system (a small tmpfs): MXNet's save_parameters either fails without errno ("FileStream.Write
+    incomplete", a file larger than the space left) or, for a file within one buffer, loses the failure when it
+    closes the file and leaves it empty; both are "no space left on device writing FILE", nothing of the epoch
+    stays and the previous checkpoint still loads."""
+    from tests.utilities.tmpfs import fill, small_tmpfs
+
+    for units in (4, 256):  # parameters of about 100 bytes (one buffer) and of about 260 kB
+        net, trainer = gluon.nn.Dense(units, in_units=units), None
+        net.initialize()
+        with small_tmpfs(tmp_path / f"disk{units}", "1m") as disk:
+            ckpt = Checkpoints(disk)
+            ckpt.save(_record(1), net, trainer)
+            before = sorted(p.name for p in ckpt.dir.iterdir())
+            fill(disk)
+            with pytest.raises(WriteError) as err:
+                ckpt.save(_record(2), net, trainer)
+            assert err.value.errno == errno.ENOSPC, units
+            assert err.value.strerror == f"no space left on device writing {ckpt.dir / 'epoch_0002.params'}"
+            assert sorted(p.name for p in ckpt.dir.iterdir()) == before
+            (disk / "filler").unlink()
+            load_parameters(net, ckpt.dir / ckpt.latest().params, ckpt.latest().params_sha256)
+
+
+def test_a_failed_mxnet_write_with_space_left_is_one_line_naming_the_file(tmp_path):
+    """A write that fails for another reason than space (here the file size limit, RLIMIT_FSIZE): MXNet's reason,
+    without its C++ trace, and the final file's name."""
+    import resource
+    import signal
+
+    net = gluon.nn.Dense(512, in_units=512)
+    net.initialize()
+    ckpt = Checkpoints(tmp_path)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, limits[1]))
+        with pytest.raises(WriteError) as err:
+            ckpt.save(_record(1), net, None)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert err.value.strerror == f"cannot write {ckpt.dir / 'epoch_0001.params'}: FileStream.Write incomplete"
+    assert list(ckpt.dir.iterdir()) == []

@@ -15,6 +15,7 @@ from utilities.artifacts.checkpoint import CheckpointRecord, Checkpoints
 from utilities.artifacts.export import OUTPUT_NAMES, export_onnx
 from utilities.artifacts.model_card import MLM_SCHEMA, card_path, count_parameters, write_spec_card
 from utilities.artifacts.model_io import load_predictor
+from utilities.training.step import end_epoch
 
 BANDS = [3, 2, 1]
 
@@ -128,3 +129,26 @@ def test_onnx_export_writes_a_card_and_the_same_facts_into_the_files_metadata(tm
     assert list(json.loads(metadata["outputs"])) == list(OUTPUT_NAMES)
     assert metadata["fidelity"] == "paper" and metadata["framework"].startswith("ONNX ")
     assert metadata["framework"].endswith(f"trained with MXNet {mx.__version__}")
+
+
+def test_training_writes_the_card_beside_each_record_and_records_ignore_cards(tmp_path):
+    """end_epoch (train.py's writes after an epoch) leaves epoch_NNNN.stac.json beside epoch_NNNN.json, which
+    Checkpoints.records() does not take for a record."""
+    checkpoints = Checkpoints(tmp_path / "run")
+    for epoch in (1, 2):
+        net = tiny_network(seed=epoch)
+        end_epoch(checkpoints, record(epoch), net, None, [{"epoch": epoch, "loss": 0.5}], None)
+        card = read(checkpoints.dir / f"epoch_{epoch:04d}.stac.json")
+        params = checkpoints.dir / f"epoch_{epoch:04d}.params"
+        assert card["properties"]["mlm:total_parameters"] == count_parameters(params)
+        assert card["assets"]["model"]["href"] == f"epoch_{epoch:04d}.json"
+    assert [r.epoch for r in checkpoints.records()] == [1, 2]
+
+
+def test_pruned_checkpoints_lose_their_cards_with_their_parameters(tmp_path):
+    checkpoints = Checkpoints(tmp_path / "run")
+    for epoch in (1, 2, 3):
+        end_epoch(checkpoints, record(epoch), tiny_network(seed=epoch), None, [{"epoch": epoch, "loss": 0.5}], 2)
+    assert sorted(p.name for p in checkpoints.dir.glob("*.stac.json")) == ["epoch_0002.stac.json",
+                                                                          "epoch_0003.stac.json"]
+    assert [r.epoch for r in checkpoints.records()] == [1, 2, 3]  # the records stay, for the history

@@ -10,6 +10,7 @@ import pytest
 import rasterio
 
 from tests.utilities.fakes import (
+    DEFAULT_TRANSFORM,
     GAP_NODATA,
     fake_image,
     fill_window,
@@ -240,13 +241,14 @@ def test_missing_cache(tmp_path):
 
 
 def test_chips_with_nan_inf_or_nodata_pixels_are_skipped(tmp_path, caplog):
-    """NaN, +-inf and the declared nodata value in either date: those chips are left out and counted,
-    the cache and its statistics hold finite values only, and the kept chips are the source pixels."""
+    """NaN, +-inf (in any band) and the declared nodata value (in every band) in either date: those chips are
+    left out and counted, the cache and its statistics hold finite values only, and the kept chips are the
+    source pixels."""
     d1, d2, label = write_pair_with_gaps(tmp_path / "pair")
     images = [rasterio.open(p).read() for p in (d1, d2)]
     bad = np.zeros((96, 96), dtype=bool)
     for image in images:
-        bad |= (~np.isfinite(image) | (image == GAP_NODATA)).any(axis=0)
+        bad |= (~np.isfinite(image)).any(axis=0) | (image == GAP_NODATA).all(axis=0)
     windows = chip_windows(96, 96, SIZE, STRIDE)
     expected = [[r, c] for r, c in windows if not bad[r:r + SIZE, c:c + SIZE].any()]
     assert len(windows) - len(expected) == 4 + 2 + 4 + 1  # the chips the NaN, +inf, -inf and nodata gaps touch
@@ -279,5 +281,65 @@ def test_no_chip_with_data_everywhere_is_an_input_error(tmp_path):
     fill_window(d2, (30, 30, 4, 4), float("nan"))  # in every 32 x 32 chip at stride 16
     with pytest.raises(InputError) as error:
         build_chip_cache(pair_samples(d1, d2, label), tmp_path / "cache", SIZE, STRIDE, progress=False)
-    assert str(error.value) == (f"every chip of {d1} (9 chips) has NaN, infinite or nodata pixels: no data to chip.")
+    assert str(error.value) == (f"every chip of sample 2011 (9 chips) has pixels without data, in date 2 {d2} "
+                                f"(NaN or infinite values): no data to chip.")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pair"]
+
+
+def _dark_rgb(rng, height=64, width=64) -> np.ndarray:
+    """uint8 RGB whose pixels have, about 1 % of them, one band at 0 (dark reds, greens, blues: real pixels)."""
+    image = rng.integers(1, 256, (3, height, width), dtype=np.uint8)
+    rows, cols = np.nonzero(rng.random((height, width)) < 0.01)
+    image[rng.integers(0, 3, len(rows)), rows, cols] = 0
+    return image
+
+
+def _write_rgb(path, image, nodata=None, mask=None):
+    """A georeferenced uint8 GeoTIFF, with an internal mask band when ``mask`` (0 = no data) is given."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", height=image.shape[1], width=image.shape[2], count=3,
+                           dtype="uint8", crs="EPSG:32633", transform=DEFAULT_TRANSFORM, nodata=nodata) as dst:
+            dst.write(image)
+            if mask is not None:
+                dst.write_mask(mask)
+    return path
+
+
+def test_declared_nodata_misses_only_the_pixels_at_it_in_every_band(tmp_path):
+    """GDAL's meaning: nodata 0 on uint8 RGB makes a pixel missing where all three bands are 0, not where one is
+    (dark pixels of real imagery); the chips of an all-zero area of date 2 are skipped, every other one kept."""
+    rng = np.random.default_rng(11)
+    image1, image2 = _dark_rgb(rng), _dark_rgb(rng)
+    image2[:, 40:43, 5:8] = 0  # no data in date 2
+    d1 = _write_rgb(tmp_path / "a.tif", image1, nodata=0)
+    d2 = _write_rgb(tmp_path / "b.tif", image2, nodata=0)
+    assert (image1 == 0).any(axis=0).mean() > 0.005  # pixels with a zero band: the old rule dropped every chip
+    missing = (image2 == 0).all(axis=0)
+    windows = chip_windows(64, 64, SIZE, STRIDE)
+    expected = [[r, c] for r, c in windows if not missing[r:r + SIZE, c:c + SIZE].any()]
+    assert len(expected) == 7
+    build_chip_cache(pair_samples(d1, d2), tmp_path / "cache", SIZE, STRIDE, progress=False)
+    [record] = _manifest(tmp_path / "cache")["samples"]
+    assert record["origins"] == expected and record["skipped"] == 2
+    date1 = np.load(tmp_path / "cache" / "date1.npy")
+    for k, (r, c) in enumerate(expected):
+        np.testing.assert_array_equal(date1[k], image1[:, r:r + SIZE, c:c + SIZE])  # the zeros kept as values
+
+
+@pytest.mark.parametrize("declared_by", ["nodata", "mask band"])
+def test_error_names_the_date_whose_pixels_have_no_data(tmp_path, declared_by):
+    rng = np.random.default_rng(12)
+    image1, image2 = _dark_rgb(rng), _dark_rgb(rng)
+    if declared_by == "nodata":  # date 2 declares nodata 0 and is 0 in a block that every chip holds
+        image2[:, 30:34, 30:34] = 0
+        d1, d2 = _write_rgb(tmp_path / "a.tif", image1, nodata=0), _write_rgb(tmp_path / "b.tif", image2, nodata=0)
+        named = f"date 2 {d2} (nodata 0)"
+    else:  # date 1 has a mask band, 0 in that block; date 2 declares nodata 0 but holds no such pixel
+        mask = np.full((64, 64), 255, np.uint8)
+        mask[30:34, 30:34] = 0
+        d1 = _write_rgb(tmp_path / "a.tif", image1, mask=mask)
+        d2 = _write_rgb(tmp_path / "b.tif", image2, nodata=0)
+        named = f"date 1 {d1} (a mask band)"
+    with pytest.raises(InputError) as error:
+        build_chip_cache(pair_samples(d1, d2), tmp_path / "cache", SIZE, STRIDE, progress=False)
+    assert str(error.value) == f"every chip of sample a (9 chips) has pixels without data, in {named}: no data to chip."

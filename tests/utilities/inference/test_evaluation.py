@@ -1,5 +1,6 @@
 """utilities/inference/evaluation.py and evaluate.py: metrics of known predictions, pooling, TP/FP/FN maps, GeoTIFF
 georeferencing, padding of sizes the model cannot take, and the command line."""
+import errno
 import json
 import os
 import subprocess
@@ -11,12 +12,15 @@ import mxnet as mx
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from mxnet import gluon
+from rasterio._err import CPLE_AppDefinedError
 
 import evaluate as evaluate_cli
 from tests.utilities.fakes import DEFAULT_TRANSFORM, write_geotiff, write_levircd_tree, write_png
 from tests.utilities.tiny_models import save_checkpoint, tiny_network
 from utilities.artifacts.model_io import Predictor, load_predictor
+from utilities.atomic import WriteError, atomic_files
 from utilities.data.datasets import levircd_samples, pair_samples
 from utilities.errors import InputError
 from utilities.inference import evaluation, tiled
@@ -299,10 +303,11 @@ def test_a_pixel_exactly_at_the_threshold_is_change_in_the_mask_and_in_the_evalu
     paths = [write_geotiff(tmp_path / f"{n}.tif", d) for n, d in (("t1", date1), ("t2", date2))]
     label = write_geotiff(tmp_path / "label.tif", np.full((1, 16, 16), 255, np.uint8))
     probability = rasterio.open(predict_rasters(fake_predictor(), *paths, tmp_path / "first", window=16, stride=16,
-                                                quicklook=False, progress=False)["probability"]).read(1)
+                                                quicklook=False, progress=False,
+                                                probability_dtype="float32")["probability"]).read(1)
     threshold = float(probability[0, 8])  # exactly the probability of the two 0.2 quarters
     outputs = predict_rasters(fake_predictor(), *paths, tmp_path / "pred", window=16, stride=16, threshold=threshold,
-                              quicklook=False, progress=False)
+                              quicklook=False, progress=False, probability_dtype="float32")
     mask = rasterio.open(outputs["mask"]).read(1)
     np.testing.assert_array_equal(mask, (probability >= threshold).astype(np.uint8))
     assert mask.sum() == 3 * 64 and mask[0, 8] == 1
@@ -331,7 +336,7 @@ def test_a_written_prediction_scores_as_the_model_that_wrote_it(tmp_path):
     label = write_geotiff(tmp_path / "label.tif", (rng.random((1, 40, 56)) < 0.3).astype(np.uint8) * 255)
     predictor = load_predictor(save_checkpoint(tmp_path / "run", tiny_network(), epoch=1))
     outputs = predict_rasters(predictor, *paths, tmp_path / "pred", window=32, stride=16, batch_size=2,
-                              quicklook=False, progress=False)
+                              quicklook=False, progress=False, probability_dtype="float32")
     threshold = float(np.nanmedian(rasterio.open(outputs["probability"]).read(1)))  # both classes predicted
     model = evaluate(predictor, pair_samples(*paths, label), threshold, maps_dir=tmp_path / "model_maps",
                      predict=tiled_prediction(32, 16, batch_size=2))
@@ -405,3 +410,68 @@ def test_command_line_prediction_errors_are_one_line(tmp_path, capsys):
         assert evaluate_cli.main([*map(str, args), *out]) == 2
         assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
     assert not (tmp_path / "eval").exists()
+
+
+# --------------------------------------------------------------------------------- failed writes of the maps
+
+
+class NoSpace:
+    """What ``os.statvfs`` tells of a full device."""
+    f_bavail, f_frsize = 0, 4096
+
+
+@pytest.mark.parametrize("space", ["full", "left"])
+def test_a_gdal_error_copying_a_map_names_it_and_no_output_of_the_command_appears(tiles, monkeypatch, space):
+    """GDAL's own errors (not rasterio's) from the PNG copy of the second image's map: one write error naming
+    that PNG ("no space left" when the device is full), and neither the first image's maps nor any temporary
+    file appears; a previous run's metrics stay as they were."""
+    out = tiles / "out"
+    out.mkdir()
+    (out / "metrics.json").write_text("the previous run's")
+    copy, copied = rasterio.shutil.copy, []
+
+    def fail_on_second(source, destination, **kwargs):
+        copied.append(destination)
+        if len(copied) == 2:
+            raise CPLE_AppDefinedError(3, 1, "TIFFReadDirectory:Failed to read directory at offset 10472")
+        return copy(source, destination, **kwargs)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", fail_on_second)
+    if space == "full":
+        monkeypatch.setattr(os, "statvfs", lambda path: NoSpace())
+    with pytest.raises(WriteError) as err, atomic_files() as files:
+        result = evaluate(fake_predictor(), levircd_samples(tiles), maps_dir=out, files=files)
+        write_evaluation(result, out, {"model": "fake"}, files)
+    png = out / "perfect_tpfpfn.png"
+    assert (err.value.errno, err.value.strerror) == {
+        "full": (errno.ENOSPC, f"no space left on device writing {png}"),
+        "left": (errno.EIO, f"cannot write {png}: TIFFReadDirectory:Failed to read directory at offset 10472")}[space]
+    assert [p.name for p in out.iterdir()] == ["metrics.json"]
+    assert (out / "metrics.json").read_text() == "the previous run's"
+
+
+def test_a_geotiff_map_gdal_could_not_finish_is_the_file_named(tmp_path, monkeypatch):
+    """GDAL reports no error when it cannot finish a GeoTIFF as it closes it (a full disk): the PNG copy then
+    fails reading it, and the GeoTIFF, not the PNG, is named. Here the GeoTIFF is cut short before the copy."""
+    (date1, date2), label_path, _, _ = tall_pair(tmp_path)
+    copy = rasterio.shutil.copy
+
+    def cut_short_then_copy(source, destination, **kwargs):
+        os.truncate(source, os.path.getsize(source) // 2)
+        return copy(source, destination, **kwargs)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", cut_short_then_copy)
+    with pytest.raises(WriteError) as err:
+        evaluate(fake_predictor(), pair_samples(date1, date2, label_path), maps_dir=tmp_path / "maps")
+    assert err.value.strerror == (f"cannot write {tmp_path / 'maps' / 't1_tpfpfn.tif'}: GDAL could not complete it "
+                                  f"(it does not read back)")
+    assert list((tmp_path / "maps").iterdir()) == []
+
+
+def test_the_metrics_appear_together_the_json_last(tiles, monkeypatch):
+    result = evaluate(fake_predictor(), levircd_samples(tiles))
+    renamed, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(dst).name), replace(src, dst)))
+    write_evaluation(result, tiles / "out", {"model": "fake"})
+    assert renamed == ["metrics.md", "metrics.json"]
+

@@ -11,8 +11,16 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.features import rasterize
 
+import evaluate as evaluate_cli
+from tests.utilities.fakes import write_geotiff
 from utilities.errors import InputError
-from utilities.inference.polygons import RegionPolygons, check_min_area, polygon_writer
+from utilities.inference.polygons import (
+    OUTCOMES,
+    RegionPolygons,
+    check_min_area,
+    outcome_classes,
+    polygon_writer,
+)
 
 UTM = CRS.from_epsg(32633)
 UTM_TRANSFORM = Affine(0.5, 0, 500000.0, 0, -0.5, 6500000.0)
@@ -176,3 +184,32 @@ def test_min_area_needs_a_crs_and_a_positive_value(tmp_path):
         check_min_area(-1.0, UTM, tmp_path / "a.tif")
     check_min_area(0.0, None, tmp_path / "a.png")
 
+
+
+def test_outcome_classes_code_tp_fp_fn_and_leave_out_true_negatives_and_nodata():
+    pred = np.array([[1, 1, 0, 0, 1]], bool)
+    label = np.array([[1, 0, 1, 0, 1]], bool)
+    valid = np.array([[1, 1, 1, 1, 0]], bool)
+    np.testing.assert_array_equal(outcome_classes(pred, label, valid), [[1, 2, 3, 0, 0]])
+
+
+def test_evaluate_writes_the_tp_fp_fn_regions_of_a_prediction(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    probability = rng.random((60, 70)).astype(np.float32)
+    probability = cv2.GaussianBlur(probability, (0, 0), 2)
+    probability = (probability - probability.min()) / (probability.max() - probability.min())
+    label = blobs(60, 70, seed=9, level=0.5)
+    prediction = write_geotiff(tmp_path / "change_probability.tif", probability[None], transform=UTM_TRANSFORM)
+    label_file = write_geotiff(tmp_path / "label.tif", label[None] * np.uint8(255), transform=UTM_TRANSFORM)
+    out = tmp_path / "eval"
+    argv = ["--prediction", str(prediction), "--label", str(label_file), "--out", str(out)]
+    assert evaluate_cli.main([*argv, "--polygons"]) == 0
+    assert "TP/FP/FN maps and polygons" in capsys.readouterr().out
+    meta, _, geometries, fields = pyogrio.raw.read(out / "change_probability_tpfpfn.gpkg")
+    assert meta["crs"] == "EPSG:32633" and list(meta["fields"])[0] == "class"
+    outcomes = outcome_classes(probability >= 0.5, label, np.ones(label.shape, bool))
+    for code, name in OUTCOMES.items():
+        expected = sorted(r.sum() for r in components((outcomes == code).astype(np.uint8)))
+        assert expected and sorted(p for c, p in zip(fields[0], fields[1]) if c == name) == expected, name
+    assert evaluate_cli.main([*argv, "--min-area", "2"]) == 2
+    assert capsys.readouterr().err == "error: --min-area goes with --polygons\n"

@@ -16,12 +16,15 @@ import yaml
 from mxnet import gluon
 
 from tests.utilities.fakes import (
+    DEFAULT_TRANSFORM,
     write_geotiff,
     write_geotiff_pair,
     write_levircd_tree,
     write_mismatched_pair,
     write_png,
 )
+from tests.utilities.tiny_models import NORMALIZATION, save_checkpoint, tiny_network
+from utilities.artifacts.checkpoint import CheckpointRecord, Checkpoints
 from utilities.artifacts.model_io import EnsembleMean, Predictor, load_predictor
 from utilities.data.synthetic import write_geotiff_scene, write_levircd_layout
 from utilities.errors import InputError
@@ -35,6 +38,7 @@ from utilities.inference.tiled import (
     predict_rasters,
     tiled_prediction,
 )
+from utilities.raster.io import raster_info
 from utilities.raster.tiling import Tiling
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # PNG, quick-looks
@@ -95,7 +99,9 @@ def pair(folder: Path, height: int, width: int, seed: int = 0, **kwargs):
 
 
 def predict(predictor, date1, date2, out_dir, **kwargs):
-    return predict_rasters(predictor, date1, date2, out_dir, progress=False, **kwargs)
+    """:func:`predict_rasters` with float32 maps (compared at 1e-5 here; the uint8 form is tested in test_cog.py)."""
+    return predict_rasters(predictor, date1, date2, out_dir, progress=False,
+                           **{"probability_dtype": "float32", **kwargs})
 
 
 # ------------------------------------------------------------------------------------------------------ stitching
@@ -186,7 +192,7 @@ def test_nodata_in_either_date_is_nodata_in_every_output(tmp_path):
     rng = np.random.default_rng(5)
     image1, image2 = (rng.uniform(0, 200, (3, 48, 64)).astype(np.float32) for _ in range(2))
     image1[:, 10:14, 20:30] = np.nan
-    image2[1, 30:40, 0:5] = -9999  # the declared nodata value, in one band
+    image2[:, 30:40, 0:5] = -9999  # the declared nodata value, in every band
     date1 = write_geotiff(tmp_path / "a.tif", image1, nodata=-9999)
     date2 = write_geotiff(tmp_path / "b.tif", image2, nodata=-9999)
     out = read_outputs(predict(known_predictor(kernel=3), date1, date2, tmp_path / "out", window=16, stride=8))
@@ -393,9 +399,9 @@ def test_cli_predicts_a_georeferenced_pair(tmp_path, trained_run):
         with rasterio.open(out / file_name) as src:
             assert src.crs == "EPSG:32633" and (src.height, src.width) == (48, 40)
             assert src.transform == rasterio.Affine(0.5, 0, 500000.0, 0, -0.5, 6500000.0)
-    with rasterio.open(out / "change_probability.tif") as src:
-        probability = src.read(1)
-    assert np.isfinite(probability).all() and ((probability >= 0) & (probability <= 1)).all()
+    with rasterio.open(out / "change_probability.tif") as src:  # predict.py's default: uint8, p = v / 254
+        assert src.dtypes[0] == "uint8" and src.scales == (1 / 254,) and src.nodata == 255
+        assert (src.read(1) <= 254).all()
 
 
 def test_cli_predicts_a_levircd_folder_without_georeferencing(tmp_path, trained_run):
@@ -422,7 +428,7 @@ def test_tiled_strips_equal_the_streamed_rasters(tmp_path):
     """evaluate.py's tiled prediction gives, strip by strip, what predict.py writes (same windows, same average)."""
     a, b, _, _ = pair(tmp_path, 70, 90)
     predictor = known_predictor(kernel=3)
-    written = predict_rasters(predictor, a, b, tmp_path / "out", window=32, stride=8, quicklook=False, progress=False)
+    written = predict(predictor, a, b, tmp_path / "out", window=32, stride=8, quicklook=False)
     forward = WindowForward(predictor)
     strips = list(tiled_prediction(32, 8, batch_size=3)(forward, pair_rows(a, b, [1, 2, 3], (0, 0, 70, 90)), 70, 90))
     assert [s.row for s in strips] == list(range(0, 70, 8))  # stride rows at a time
@@ -458,3 +464,166 @@ def test_predictor_gives_pixels_without_data_the_bands_mean():
     for got, expected in zip(predictor(missing, date2), predictor(filled, date2)):
         np.testing.assert_array_equal(got, expected)
         assert np.isfinite(got).all()
+
+
+# -------------------------------------------------------------------------------------- sizes the quick-look met
+
+
+def probabilities(paths) -> np.ma.MaskedArray:
+    """The change probability as its file means it (GDAL's scale applied), masked where it has no data."""
+    with rasterio.open(paths["probability"]) as src:
+        return src.read(1, masked=True).astype(np.float64) * src.scales[0] + src.offsets[0]
+
+
+@pytest.mark.parametrize("height, width", [(6, 2053), (3, 2050), (2053, 5), (40, 1), (1, 1)])
+def test_widths_the_quicklook_factor_does_not_divide_are_predicted_whole(tmp_path, height, width):
+    """Sizes that ended predict with an OpenCV error (the quick-look's area resize of its nine channels when the
+    factor does not divide the width; the title drawn on a 1 x 1 figure): all five files, the quick-look the
+    block means of the dates."""
+    image1 = np.full((3, height, width), 100, np.uint8)
+    image2 = image1.copy()
+    image2[0] = 200  # change everywhere
+    date1, date2 = (write_geotiff(tmp_path / f"{n}.tif", image) for n, image in (("a", image1), ("b", image2)))
+    paths = predict(known_predictor(), date1, date2, tmp_path / "out", window=8, stride=8)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([*OUTPUT_FILES.values(), QUICKLOOK_FILE])
+    assert (read_outputs(paths)["mask"] == 1).all() and (probabilities(paths) > 0.5).all()
+    with rasterio.open(paths["quicklook"]) as src:
+        look = src.read()
+    factor = tiled._Quicklook(raster_info(date1), known_predictor()).factor
+    rows, cols = -(-height // factor), -(-width // factor)
+    stacked = width > height
+    assert look.shape == ((3, 3 * rows + 8, cols) if stacked else (3, rows, 3 * cols + 8))
+    change = look[:, 2 * (rows + 4):] if stacked else look[:, :, 2 * (cols + 4):]
+    below_title = change[:, 26:] if rows > 26 else change  # a title (none on panels this small) spans <= 26 rows
+    assert below_title.size and (below_title == np.array([255, 0, 255])[:, None, None]).all()  # magenta
+
+
+def test_one_pixel_png_pair_is_predicted_with_its_quicklook(tmp_path):
+    a = write_png(tmp_path / "a.png", np.full((3, 1, 1), 100, np.uint8))
+    b = write_png(tmp_path / "b.png", np.array([200, 100, 100], np.uint8)[:, None, None])
+    paths = predict(known_predictor(), a, b, tmp_path / "out", window=8, stride=8)
+    np.testing.assert_allclose(probabilities(paths), [[1 / (1 + np.exp(-2.0))]], atol=1 / 254)  # sigmoid(100 / 50)
+    with rasterio.open(paths["quicklook"]) as src:
+        look = src.read()
+    assert look.shape == (3, 1, 3 + 2 * 4)
+    assert look[:, 0, 0].tolist() == [100] * 3 and look[:, 0, 5].tolist() == [200, 100, 100]
+    assert look[:, 0, -1].tolist() == [255, 0, 255]
+
+
+# ------------------------------------------------------------------------------------- GDAL's meaning of nodata
+
+
+def _rgb(path, image, nodata=None, mask=None):
+    """A georeferenced uint8 RGB GeoTIFF, with an internal mask band (0 = no data) when ``mask`` is given."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", height=image.shape[1], width=image.shape[2], count=3,
+                           dtype="uint8", crs="EPSG:32633", transform=DEFAULT_TRANSFORM, nodata=nodata) as dst:
+            dst.write(image)
+            if mask is not None:
+                dst.write_mask(mask)
+    return path
+
+
+def test_nodata_0_on_uint8_rgb_misses_only_pixels_zero_in_every_band(tmp_path):
+    """A pixel with one band at the declared nodata value holds data (its value goes to the model as it is);
+    one with every band at it, or 0 in the file's mask band, is nodata in every output."""
+    rng = np.random.default_rng(8)
+    image1, image2 = (rng.integers(1, 256, (3, 24, 40), dtype=np.uint8) for _ in range(2))
+    image1[1, 3, 4] = image2[0, 5, 6] = image2[1:, 7, 8] = 0  # one or two bands at 0: values
+    image2[:, 10:12, 20:25] = 0  # every band: no data
+    mask = np.full((24, 40), 255, np.uint8)
+    mask[15:17, 30:33] = 0  # date 1's mask band
+    date1 = _rgb(tmp_path / "a.tif", image1, nodata=0, mask=mask)
+    date2 = _rgb(tmp_path / "b.tif", image2, nodata=0)
+    paths = predict(known_predictor(), date1, date2, tmp_path / "out", window=8, stride=8)
+    nodata = np.zeros((24, 40), bool)
+    nodata[10:12, 20:25] = nodata[15:17, 30:33] = True
+    np.testing.assert_array_equal(read_outputs(paths)["mask"] == tiled.MASK_NODATA, nodata)
+    probability = probabilities(paths)
+    np.testing.assert_array_equal(probability.mask, nodata)
+    change = (image2[0].astype(np.float64) - image1[0]) / STD  # the model's pixelwise change on the file values
+    expected = 1 / (1 + np.exp(-change))
+    np.testing.assert_allclose(probability[~nodata], expected[~nodata], atol=1 / 254)
+
+
+# ------------------------------------------------------------------------------- inputs unlike the training data
+
+
+def test_dates_of_another_dtype_or_value_range_are_refused_in_one_line(tmp_path):
+    image = np.random.default_rng(9).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    a8, b8 = write_geotiff(tmp_path / "a8.tif", image), write_geotiff(tmp_path / "b8.tif", image[::-1].copy())
+    a16 = write_geotiff(tmp_path / "a16.tif", image.astype(np.uint16) * 257)  # the same scene, 16-bit
+    b16 = write_geotiff(tmp_path / "b16.tif", image[::-1].astype(np.uint16) * 257)
+    trained = Predictor([KnownChange()], [MEAN] * 3, [STD] * 3, dtype="uint8")
+    means = image.reshape(3, -1).astype(np.float64).mean(axis=1) * 257
+    assert refused(trained, a16, b16, tmp_path, window=8, stride=8) == (
+        f"date 1 {a16} is unlike the images the model was trained on: uint16 where the model was trained on uint8; "
+        f"band means [{', '.join(f'{m:.4g}' for m in means)}] against the training's [100, 100, 100] (std [50, 50, "
+        f"50]): convert it as the training images were, or pass --force-inputs to predict anyway.")
+    unknown = known_predictor()  # a checkpoint without the training data type: the means alone
+    assert refused(unknown, a16, b16, tmp_path, window=8, stride=8) == (
+        f"date 1 {a16} is unlike the images the model was trained on: band means "
+        f"[{', '.join(f'{m:.4g}' for m in means)}] against the training's [100, 100, 100] (std [50, 50, 50]): "
+        f"convert it as the training images were, or pass --force-inputs to predict anyway.")
+    a16_values, b16_values = (write_geotiff(tmp_path / f"{n}_values.tif", x.astype(np.uint16))  # 16-bit, 8-bit values
+                              for n, x in (("a", image), ("b", image[::-1].copy())))
+    assert refused(trained, a16_values, b16_values, tmp_path, window=8, stride=8) == (
+        f"date 1 {a16_values} is unlike the images the model was trained on: uint16 where the model was trained "
+        f"on uint8: convert it as the training images were, or pass --force-inputs to predict anyway.")
+    assert predict(trained, a8, b8, tmp_path / "alike", window=8, stride=8)["probability"].exists()
+    assert predict(unknown, a16_values, b16_values, tmp_path / "unknown", window=8, stride=8)["probability"].exists()
+
+
+def test_forced_unlike_inputs_are_predicted_with_a_warning(tmp_path, caplog):
+    image = np.random.default_rng(10).integers(0, 256, (3, 16, 16), dtype=np.uint16) * 257
+    a, b = write_geotiff(tmp_path / "a.tif", image), write_geotiff(tmp_path / "b.tif", image)
+    trained = Predictor([KnownChange()], [MEAN] * 3, [STD] * 3, dtype="uint8")
+    with caplog.at_level("WARNING", logger="utilities.inference.input_check"):
+        paths = predict(trained, a, b, tmp_path / "out", window=8, stride=8, force_inputs=True)
+    assert paths["probability"].exists()
+    assert [r.getMessage().split(": ")[0] for r in caplog.records] == [
+        f"date 1 {a} is unlike the images the model was trained on", f"date 2 {b} is unlike the images the model "
+                                                                     f"was trained on"]
+    assert all(r.getMessage().endswith("(predicting anyway, as forced)") for r in caplog.records)
+
+
+def test_float_inputs_within_the_training_range_pass(tmp_path):
+    """Float32 and float64 are one kind; NaN and nodata pixels stay out of the means."""
+    rng = np.random.default_rng(11)
+    image = rng.uniform(0, 200, (3, 20, 20))
+    image[:, :5] = -9999  # nodata: would pull the means 2500 below the training's
+    a = write_geotiff(tmp_path / "a.tif", image.astype(np.float64), nodata=-9999)
+    b = write_geotiff(tmp_path / "b.tif", image.astype(np.float64), nodata=-9999)
+    trained = Predictor([KnownChange()], [MEAN] * 3, [STD] * 3, dtype="float32")
+    assert predict(trained, a, b, tmp_path / "out", window=8, stride=8)["probability"].exists()
+
+
+def test_band_means_a_few_stds_away_warn_and_many_are_refused(tmp_path, caplog):
+    """Another season, or a model trained on a few tiles of narrow spread: a band mean 6 training std away is
+    predicted with a one-line warning; 25 std away (a scaling error's kind of distance) is refused."""
+    trained = Predictor([KnownChange()], [MEAN] * 3, [5.0] * 3, dtype="uint8")
+    image = np.full((3, 16, 16), MEAN, np.uint8)
+    image[2] = MEAN + 6 * 5
+    a, b = write_geotiff(tmp_path / "a.tif", image), write_geotiff(tmp_path / "b.tif", image)
+    with caplog.at_level("WARNING", logger="utilities.inference.input_check"):
+        assert predict(trained, a, b, tmp_path / "warned", window=8, stride=8)["probability"].exists()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"date {i} {d} is unlike the images the model was trained on: band means [100, 100, 130] against the "
+        f"training's [100, 100, 100] (std [5, 5, 5])" for i, d in ((1, a), (2, b))]
+    image[2] = MEAN + 25 * 5
+    far = write_geotiff(tmp_path / "far.tif", image)
+    assert refused(trained, a, far, tmp_path, window=8, stride=8) == (
+        f"date 2 {far} is unlike the images the model was trained on: band means [100, 100, 225] against the "
+        f"training's [100, 100, 100] (std [5, 5, 5]): convert it as the training images were, or pass "
+        f"--force-inputs to predict anyway.")
+
+
+def test_predictor_reads_the_training_dtype_from_the_checkpoint(tmp_path):
+    """Records written before the data type was kept load with ``dtype`` None (checked on the means alone)."""
+    old = save_checkpoint(tmp_path / "old", tiny_network(), epoch=1)
+    record = CheckpointRecord("fractalresnet_tiny", 1, normalization={**NORMALIZATION, "dtype": "uint16"})
+    new = Checkpoints(tmp_path / "new").save(record, tiny_network(), None)
+    assert load_predictor(old).dtype is None and load_predictor(new).dtype == "uint16"
+    ensemble = tmp_path / "ensemble.json"
+    ensemble.write_text(f'{{"members": ["{new}"], "mode": "outputs"}}')
+    assert load_predictor(ensemble).dtype == "uint16"

@@ -17,7 +17,15 @@ from tests.utilities.fakes import (
     write_png,
 )
 from utilities.errors import InputError
-from utilities.raster.io import check_pair, nodata_mask, raster_info, read_image, read_label
+from utilities.raster.io import (
+    check_pair,
+    nodata_mask,
+    raster_info,
+    read_image,
+    read_label,
+    read_sample,
+    valid_mask,
+)
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
 MISMATCHED = SHARED / "bad_inputs" / "mismatched_size"
@@ -230,18 +238,88 @@ def test_check_pair_transform_mismatch_and_tolerance(tmp_path):
     check_pair(d1, nudged, label)  # 1/3000 of a pixel: the same grid
 
 
-def test_nodata_mask_nan_and_value():
+def test_nodata_mask_is_outside_the_valid_mask_or_not_finite():
     image = np.zeros((2, 3, 4), dtype=np.float32)
     image[0, 0, 0] = np.nan
-    image[1, 2, 3] = -9999
+    image[1, 2, 3] = -9999  # a value: only the valid mask says which pixels have none
     expected = np.zeros((3, 4), dtype=bool)
     expected[0, 0] = True
     np.testing.assert_array_equal(nodata_mask(image), expected)
-    expected[2, 3] = True
-    np.testing.assert_array_equal(nodata_mask(image, nodata=-9999), expected)
-    integer = np.full((1, 2, 2), 7, dtype=np.uint8)
-    integer[0, 1, 1] = 0
-    np.testing.assert_array_equal(nodata_mask(integer, nodata=0), [[False, False], [False, True]])
+    valid = np.ones((3, 4), dtype=bool)
+    valid[1, 2] = False
+    expected[1, 2] = True
+    np.testing.assert_array_equal(nodata_mask(image, valid), expected)
+    integer = np.zeros((1, 2, 2), dtype=np.uint8)
+    np.testing.assert_array_equal(nodata_mask(integer, [[True, False], [True, True]]), [[False, True], [False, False]])
+
+
+def _rgb_with_zeros(rng) -> np.ndarray:
+    """uint8 RGB with pixels where one, two or all three bands are 0."""
+    image = rng.integers(1, 256, (3, 6, 7), dtype=np.uint8)
+    image[1, 0, 0] = 0  # one band: a dark red pixel, not missing
+    image[1:, 1, 1] = 0  # two bands
+    image[:, 2, 3] = image[:, 5, 6] = 0  # all bands: missing
+    return image
+
+
+def test_valid_mask_follows_gdal_nodata_per_band_not_any_band(tmp_path):
+    """Declared nodata 0 on uint8 RGB: a pixel is missing only where every band is 0 (GDAL's dataset mask)."""
+    image = _rgb_with_zeros(np.random.default_rng(3))
+    path = write_geotiff(tmp_path / "rgb.tif", image, nodata=0)
+    expected = (image != 0).any(axis=0)
+    np.testing.assert_array_equal(valid_mask(path), expected)
+    np.testing.assert_array_equal(valid_mask(path, window=(1, 2, 4, 5)), expected[1:5, 2:7])
+    assert raster_info(path).mask == "nodata 0"
+    assert raster_info(write_geotiff(tmp_path / "plain.tif", image)).mask is None
+    np.testing.assert_array_equal(valid_mask(tmp_path / "plain.tif"), np.ones((6, 7), bool))
+
+
+def test_valid_mask_uses_the_mask_band_or_alpha_band_when_the_file_has_one(tmp_path):
+    image = _rgb_with_zeros(np.random.default_rng(4))
+    mask = np.full((6, 7), 255, np.uint8)
+    mask[4, 1:3] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(tmp_path / "masked.tif", "w", driver="GTiff", height=6, width=7, count=3, dtype="uint8",
+                           crs="EPSG:32633", transform=DEFAULT_TRANSFORM, nodata=0) as dst:
+            dst.write(image)
+            dst.write_mask(mask)
+    assert raster_info(tmp_path / "masked.tif").mask == "a mask band"
+    np.testing.assert_array_equal(valid_mask(tmp_path / "masked.tif"), mask > 0)  # not the zeros: the mask
+    alpha = np.concatenate([image, mask[None]])
+    with rasterio.open(tmp_path / "alpha.tif", "w", driver="GTiff", height=6, width=7, count=4, dtype="uint8",
+                       crs="EPSG:32633", transform=DEFAULT_TRANSFORM, photometric="RGB", alpha="YES") as dst:
+        dst.write(alpha)
+    assert raster_info(tmp_path / "alpha.tif").mask == "an alpha band"
+    np.testing.assert_array_equal(valid_mask(tmp_path / "alpha.tif"), mask > 0)
+
+
+def test_valid_mask_of_float_nodata_and_png(tmp_path):
+    image = np.ones((2, 3, 4), np.float32)
+    image[:, 0, 0] = -9999
+    image[1, 2, 2] = -9999  # one band only: the pixel has data
+    path = write_geotiff(tmp_path / "f.tif", image, nodata=-9999)
+    assert raster_info(path).mask == "nodata -9999"
+    expected = np.ones((3, 4), bool)
+    expected[0, 0] = False
+    np.testing.assert_array_equal(valid_mask(path), expected)
+    png = write_png(tmp_path / "a.png", np.zeros((3, 5, 6), np.uint8))
+    np.testing.assert_array_equal(valid_mask(png), np.ones((5, 6), bool))
+    np.testing.assert_array_equal(valid_mask(png, window=(1, 1, 2, 3)), np.ones((2, 3), bool))
+
+
+def test_read_sample_takes_every_step_th_pixel_and_its_validity(tmp_path):
+    image = np.arange(3 * 37 * 101, dtype=np.uint16).reshape(3, 37, 101)
+    image[:, 0, 0] = 0
+    image[:, 10, 20] = 0
+    tif = write_geotiff(tmp_path / "a.tif", image, nodata=0)
+    sample, valid = read_sample(tif, bands=[3, 1], max_side=20)  # step ceil(101 / 20) = 6
+    np.testing.assert_array_equal(sample, image[[2, 0], ::6, ::6])
+    np.testing.assert_array_equal(valid, (image[:, ::6, ::6] != 0).any(axis=0))
+    assert not valid[0, 0] and valid.sum() == valid.size - 1
+    png = write_png(tmp_path / "a.png", image[:, :, :50].astype(np.uint8))
+    sample, valid = read_sample(png, max_side=10)  # step 5
+    np.testing.assert_array_equal(sample, image[:, ::5, :50:5].astype(np.uint8))
+    assert valid.shape == (8, 10) and valid.all()
 
 
 def test_nodata_mask_infinite_values_are_nodata():

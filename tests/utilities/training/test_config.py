@@ -193,3 +193,82 @@ def test_good_values_pass_and_yaml_1_1_exponents_are_numbers(tmp_path):
     assert cfg.train.lr == 1e-4 and isinstance(cfg.train.lr, float) and cfg.data.bands == [1, 3]
     check_config(cfg, str(path))
     assert not (tmp_path / "new").exists()  # checked, not created
+
+
+@pytest.mark.parametrize("key", ["output.run_dir", "out_dir"])
+def test_a_run_dir_where_no_file_can_be_created_is_bad_input(tmp_path, key):
+    """/proc takes no new files (as a read-only file system or a folder without write permission would not):
+    one line naming the key, exit status 2, instead of a failed write (1) once the run has started."""
+    from utilities.training.config import CifarConfig
+
+    path = tmp_path / "c.yaml"
+    if key == "out_dir":
+        path.write_text("model: cifar_resnet_tiny\nout_dir: /proc/mantis_run\n")
+        config = load_config(path, CifarConfig)
+    else:
+        path.write_text(TINY + "output:\n  run_dir: /proc/mantis_run\n")
+        config = load_config(path)
+    with pytest.raises(InputError) as error:
+        check_config(config, str(path))
+    assert str(error.value).startswith(
+        f"config {path}: cannot write to {key} /proc/mantis_run: no file can be created in /proc (")
+
+
+# ------------------------------------------------------------------------------------------- resume
+
+
+def test_resume_allows_paths_length_and_watching_and_names_what_changed(tmp_path):
+    from utilities.training.config import config_to_dict, resume_changes
+
+    started = config_to_dict(Config())
+    now = Config()
+    now.train.max_epochs, now.train.stall_timeout_s, now.output.run_dir = 40, 600.0, "/scratch/run"
+    assert resume_changes(now, started, "c.yaml", "run/checkpoints/latest.json") == [
+        "train.max_epochs 1000 -> 40", "train.stall_timeout_s 1800.0 -> 600.0",
+        "output.run_dir 'runs/default' -> '/scratch/run'"]
+    assert resume_changes(Config(), started, "c.yaml", "ckpt") == []
+
+
+def test_resume_refuses_changes_of_the_mathematics_or_the_data_in_one_line():
+    from utilities.training.config import config_to_dict, resume_changes
+
+    started = config_to_dict(Config())
+    now = Config(fidelity="authors")  # loss axes (1, 2, 3), the authors' augmentation, targets and network
+    now.data.chip_size, now.train.max_epochs = 512, 40
+    with pytest.raises(InputError) as error:
+        resume_changes(now, started, "c.yaml", "run/checkpoints/latest.json")
+    assert str(error.value) == (
+        "config c.yaml: --resume would change fidelity 'paper' -> 'authors', data.chip_size 256 -> 512, "
+        "data.targets 'paper' -> 'authors', model.args {} -> {'fidelity': 'authors'}, augment.policy 'paper' -> "
+        "'authors', train.loss_axis [2, 3] -> [1, 2, 3] from the run's checkpoint run/checkpoints/latest.json, "
+        "which changes what the run computes or trains on: set them back, or start a new run in another run_dir")
+
+
+def test_resume_compares_only_the_keys_the_checkpoint_recorded():
+    """A checkpoint of an earlier mantis lacks the keys added since: they are not compared."""
+    from utilities.training.config import CifarConfig, config_to_dict, resume_changes
+
+    started = config_to_dict(Config())
+    del started["train"]["memory_saving"], started["augment"]
+    now = Config()
+    now.train.memory_saving, now.augment.enabled = True, False
+    assert resume_changes(now, started, "c.yaml", "ckpt") == []
+    cifar = config_to_dict(CifarConfig())
+    now = CifarConfig(epochs=5, loss="ft")
+    with pytest.raises(InputError, match=r"--resume would change loss 'ce' -> 'ft' from"):
+        resume_changes(now, cifar, "c.yaml", "ckpt")
+
+
+def test_resume_allows_another_pass_size_only_where_a_global_batch_fixes_the_updates():
+    from utilities.training.config import config_to_dict, resume_changes
+
+    for global_batch in (None, 6):
+        started = Config()
+        started.train.global_batch = global_batch
+        now = Config()
+        now.train.global_batch, now.train.batch_size = global_batch, 1
+        if global_batch is None:  # then batch_size chips per rank make each update
+            with pytest.raises(InputError, match=r"--resume would change train.batch_size 3 -> 1 from"):
+                resume_changes(now, config_to_dict(started), "c.yaml", "ckpt")
+        else:
+            assert resume_changes(now, config_to_dict(started), "c.yaml", "ckpt") == ["train.batch_size 3 -> 1"]

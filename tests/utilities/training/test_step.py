@@ -168,6 +168,13 @@ def test_history_files_round_trip(tmp_path):
     assert [(int(r["epoch"]), float(r["loss"])) for r in rows] == [(1, 0.5), (2, 0.25)]
 
 
+def test_history_csv_has_every_column_of_every_row(tmp_path):
+    """A resumed run's rows written before a column existed (e.g. ``updates``) leave it empty in the CSV."""
+    write_history(tmp_path, [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25, "updates": 3}])
+    assert list(csv.DictReader((tmp_path / "history.csv").open())) == [
+        {"epoch": "1", "loss": "0.5", "updates": ""}, {"epoch": "2", "loss": "0.25", "updates": "3"}]
+
+
 def test_previous_run(tmp_path, capsys):
     assert previous_run(tmp_path, False, ROOT)[1:] == (None, [])
     assert previous_run(tmp_path, True, ROOT)[1:] == (None, [])
@@ -192,3 +199,56 @@ def test_end_epoch_saves_prunes_and_writes_the_history(tmp_path):
     assert [r.epoch for r in checkpoints.records()] == [1, 2] and checkpoints.latest().metrics == history[-1]
     assert sorted(p.name for p in checkpoints.dir.glob("*.params")) == ["epoch_0002.params"]
     assert json.loads((tmp_path / "history.json").read_text()) == history
+
+
+def _checkpoint(run_dir, epoch, **fields):
+    """A record of ``epoch`` as latest, with its epoch's record file (no parameters: previous_run reads records)."""
+    record = CheckpointRecord("fractalresnet_tiny", epoch, params=f"epoch_{epoch:04d}.params", **fields)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    for name in (f"epoch_{epoch:04d}.json", "latest.json"):
+        (run_dir / "checkpoints" / name).write_text(json.dumps(record.to_dict()))
+    return record
+
+
+def test_previous_run_takes_the_rows_a_stopped_run_did_not_write_from_the_records(tmp_path):
+    """A run stopped between its checkpoint and its history (SIGTERM, SIGKILL) loses no epoch's row."""
+    write_history(tmp_path, [{"epoch": 1, "val_loss": 0.5}])
+    _checkpoint(tmp_path, 1, metrics={"epoch": 1, "val_loss": 0.5})
+    _checkpoint(tmp_path, 2, metrics={"epoch": 2, "val_loss": 0.4})  # history.json not yet rewritten
+    assert previous_run(tmp_path, True, ROOT)[2] == [{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}]
+
+
+def test_previous_run_refuses_a_config_that_changes_the_run_and_names_the_harmless_changes(tmp_path, capsys):
+    from utilities.training.config import Config, config_to_dict
+
+    started = Config()
+    _checkpoint(tmp_path, 3, config=config_to_dict(started))
+    now = Config()
+    now.train.loss_axis = [1, 2, 3]
+    with pytest.raises(InputError, match=re.escape("config c.yaml: --resume would change train.loss_axis [2, 3] -> "
+                                                   f"[1, 2, 3] from the run's checkpoint {tmp_path / 'checkpoints'}")):
+        previous_run(tmp_path, True, ROOT, now, "c.yaml")
+    now = Config()
+    now.train.max_epochs = 7
+    assert previous_run(tmp_path, True, ROOT, now, "c.yaml")[1].epoch == 3
+    assert capsys.readouterr().out == "resuming with changed settings: train.max_epochs 1000 -> 7\n"
+    assert previous_run(tmp_path, True, World(1, 2, 1), now, "c.yaml")[1].epoch == 3
+    assert capsys.readouterr().out == ""  # rank 0 says it
+
+
+def test_restore_schedule_refuses_another_schedule_in_one_line(tmp_path):
+    """A checkpoint without a recorded config (written before configs were recorded) is still checked: the
+    schedule state it holds must fit the configured schedule."""
+    from utilities.artifacts.checkpoint import Checkpoints
+    from utilities.training.schedule import EvolvingLossSchedule
+    from utilities.training.step import restore_schedule
+
+    saved = EvolvingLossSchedule.from_depths(1e-3, [0, 10])
+    record = _checkpoint(tmp_path, 2, schedule=saved.state_dict())
+    schedule = EvolvingLossSchedule.from_depths(1e-3, [0, 10])
+    restore_schedule(schedule, record, Checkpoints(tmp_path))
+    other = EvolvingLossSchedule.from_depths(1e-3, [0, 20])
+    with pytest.raises(InputError) as error:
+        restore_schedule(other, record, Checkpoints(tmp_path))
+    assert str(error.value).startswith(f"cannot resume from checkpoint {tmp_path / 'checkpoints' / 'latest.json'}: "
+                                       "evolving-loss schedule: saved stages ")
