@@ -43,7 +43,8 @@ def city(tmp_path_factory):
 def model(tmp_path_factory):
     record = CheckpointRecord("fractalresnet_tiny", 1, normalization={"mean": [1750.0] * 3, "std": [720.0] * 3,
                                                                       "dtype": "uint16"},
-                              band_inputs={"names": BANDS, "reference": None, "resampling": "bilinear", "align": None})
+                              band_inputs={"names": BANDS, "reference": None, "resampling": "bilinear", "align": None},
+                              metrics={"depth": 0, "val_mcc": 0.5, "val_ft": 0.5})
     return Checkpoints(tmp_path_factory.mktemp("run")).save(record, tiny_network(), None)
 
 
@@ -173,3 +174,12 @@ def test_training_chips_of_band_folders_are_the_resampled_stack(tmp_path, city):
     assert len(origins) == len(chips) == 9
     for index, (row, col) in enumerate(origins):
         np.testing.assert_array_equal(chips[index][0], stack[:, row:row + 24, col:col + 24])
+
+
+def test_select_models_reads_an_oscd_city_with_the_runs_bands(tmp_path, city, model):
+    import select_models as select_cli
+
+    run_dir = model.parent.parent
+    assert select_cli.main([str(run_dir), "--oscd", str(city), "--cities", "alpha", "--out",
+                            str(tmp_path / "selection")]) == 0
+    assert (tmp_path / "selection" / "selection.json").exists()

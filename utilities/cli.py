@@ -112,7 +112,7 @@ def data_samples(args: argparse.Namespace) -> List[Sample]:
     if args.levircd is not None:
         return levircd_samples(args.levircd, None if args.split == "none" else args.split)
     names = parse_band_names(args.bands)
-    model = getattr(args, "model", None)
+    model = getattr(args, "model", None) or getattr(args, "run_dir", None)  # evaluate.py / select_models.py
     if args.oscd is not None:
         trained = model_band_inputs(model) if model is not None else None
         if trained is not None and names is not None:
