@@ -6,7 +6,8 @@ a STAC 1.0 item (no geometry: the model is not tied to a place) whose properties
 v1.4 (``mlm:name``, ``mlm:architecture``, ``mlm:tasks``, ``mlm:framework``, ``mlm:input``, ``mlm:output``, ...):
 
 - inputs ``date1`` and ``date2`` (date 1 the earlier image): the raster bands read, in their order (1-based
-  indices of the files; the files' own bands when the record names none), standardised per band with the
+  indices of the files; the files' own bands when the record names none; the band names, reference band and
+  resampling of a model trained on band files), standardised per band with the
   training chips' mean and standard deviation (``value_scaling`` of type ``z-score``), shape
   ``(batch, bands, height, width)`` with height and width multiples of the model's ``size_multiple``
   (any size, -1, for the MXNet model; the exported size for ONNX);
@@ -96,10 +97,17 @@ def _fidelity(record: CheckpointRecord) -> str:
 def _inputs(record: CheckpointRecord, shape: List[int]) -> List[Dict[str, Any]]:
     norm = record.normalization or {}
     mean, std = norm.get("mean", []), norm.get("std", [])
-    bands = record.bands or list(range(1, len(mean) + 1))
-    where = "the raster's bands " + ", ".join(map(str, bands)) + " (1-based) in this order"
+    inputs = record.band_inputs
+    if inputs:  # dates of band files (utilities.raster.bands): the bands by name
+        names = list(inputs["names"])
+        where = (f"the bands {', '.join(names)} in this order, on the grid of {inputs.get('reference') or 'the finest'}"
+                 f" band ({inputs.get('resampling') or 'bilinear'} resampling of the others)")
+    else:
+        bands = record.bands or list(range(1, len(mean) + 1))
+        names = [f"band_{b}" for b in bands]
+        where = "the raster's bands " + ", ".join(map(str, bands)) + " (1-based) in this order"
     scaling = [{"type": "z-score", "mean": float(m), "stddev": float(s)} for m, s in zip(mean, std)]
-    return [{"name": name, "bands": [f"band_{b}" for b in bands],
+    return [{"name": name, "bands": names,
              "input": {"shape": shape, "dim_order": ["batch", "channel", "height", "width"], "data_type": "float32"},
              "value_scaling": scaling, "resize_type": None,
              "description": f"{when}: {where}, each standardised as (value - mean) / stddev; pixels without "

@@ -1,5 +1,6 @@
 """utilities/artifacts/model_card.py: the STAC MLM item beside a checkpoint record (written by training), an ensemble
 file and an ONNX file, read back and checked against the checkpoint it describes; the ONNX file's metadata."""
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -152,3 +153,14 @@ def test_pruned_checkpoints_lose_their_cards_with_their_parameters(tmp_path):
     assert sorted(p.name for p in checkpoints.dir.glob("*.stac.json")) == ["epoch_0002.stac.json",
                                                                           "epoch_0003.stac.json"]
     assert [r.epoch for r in checkpoints.records()] == [1, 2, 3]  # the records stay, for the history
+
+
+def test_card_of_a_model_trained_on_band_files_names_its_bands(tmp_path):
+    band_inputs = {"names": ["B04", "B03", "B02"], "reference": None, "resampling": "bilinear", "align": "date1"}
+    params = Checkpoints(tmp_path / "run").save(dataclasses.replace(record(1), bands=None, band_inputs=band_inputs),
+                                                tiny_network(), None)
+    write_spec_card(params)
+    for given in check_item(read(card_path(params)))["mlm:input"]:
+        assert given["bands"] == ["B04", "B03", "B02"]
+        where = "the bands B04, B03, B02 in this order, on the grid of the finest band (bilinear resampling"
+        assert where in given["description"]
