@@ -143,9 +143,10 @@ def _main(argv=None) -> int:
     if args.manifest is not None:
         return _manifest(args, options)
     writable_folder(args.out, "--out")
+    if args.levircd is None:  # band files found (or refused) before the model loads
+        date1, date2 = model_dates(args.model, args.date1, args.date2, band_names, args.align)
     predictor = load_engine(args.model, args.engine, args.window, args.batch_size)
     if args.levircd is None:
-        date1, date2 = model_dates(args.model, args.date1, args.date2, band_names, args.align)
         outputs = [predict_rasters(predictor, date1, date2, args.out, **options)]
     else:
         outputs = list(predict_folder(predictor, args.levircd, args.out, split=args.split, **options).values())
