@@ -33,6 +33,7 @@ from pathlib import Path
 
 import nn  # noqa: F401  (first: sets MXNet's OpenMP threads before MXNet loads)
 
+from utilities.artifacts.band_inputs import model_dates
 from utilities.atomic import writable_folder
 from utilities.cli import entry_point
 from utilities.errors import InputError
@@ -40,7 +41,7 @@ from utilities.inference.engines import DEFAULT_ENGINE, ENGINES, load_engine, re
 from utilities.inference.manifest import array_spec, plan_tasks, read_manifest
 from utilities.inference.region import Settings, pending, run_task, task_status
 from utilities.inference.tiled import PROBABILITY_DTYPES, predict_folder, predict_rasters
-from utilities.raster.bands import ALIGN_CHOICES, model_dates, split_band_list
+from utilities.raster.bands import ALIGN_CHOICES, split_band_list
 from utilities.raster.io import raster_info
 from utilities.raster.tiling import BLENDS
 

@@ -15,18 +15,11 @@ import functools
 import sys
 from typing import Callable, List, Mapping, Optional, Sequence, Type
 
+from utilities.artifacts.band_inputs import model_band_inputs, model_dates
 from utilities.data.datasets import LEVIRCD_SPLITS, Sample, levircd_samples, pair_samples
 from utilities.data.oscd import oscd_cities, oscd_samples
 from utilities.errors import InputError
-from utilities.raster.bands import (
-    ALIGN_CHOICES,
-    DEFAULT_RESAMPLING,
-    check_band_names,
-    model_band_inputs,
-    model_dates,
-    pair_rasters,
-    parse_band_names,
-)
+from utilities.raster.bands import ALIGN_CHOICES, DEFAULT_RESAMPLING, check_band_names, pair_rasters, parse_band_names
 
 Main = Callable[[Optional[Sequence[str]]], int]
 
