@@ -204,3 +204,14 @@ def test_band_lists_against_the_models():
     assert split_band_list(["1", "3"]) == ([1, 3], None)
     assert split_band_list(["B02,B03", "B8A"]) == (None, ["B02", "B03", "B8A"])
     assert split_band_list(None) == (None, None)
+
+
+def test_an_aligned_date_given_by_a_relative_path_reads_from_anywhere(tmp_path, rng, monkeypatch):
+    one = write_geotiff(tmp_path / "a.tif", rng.integers(0, 9, (1, 12, 12)).astype("uint8"))
+    write_geotiff(tmp_path / "b.tif", rng.integers(0, 9, (1, 6, 6)).astype("uint8"),
+                  transform=Affine(0.6, 0, 500000.0, 0, -0.6, 4500000.0))
+    monkeypatch.chdir(tmp_path)
+    _, aligned = pair_rasters(one, "b.tif", align="date1", resampling="nearest")
+    monkeypatch.chdir(tmp_path / "cache")
+    np.testing.assert_array_equal(read_image(aligned)[0], np.kron(read_image(tmp_path / "b.tif")[0],
+                                                                  np.ones((2, 2), "uint8")))
