@@ -100,7 +100,8 @@ def test_missing_file_and_unsupported_suffix(tmp_path):
     with pytest.raises(InputError, match=rf"^file not found: {re.escape(str(tmp_path / 'nope.png'))}\.$"):
         read_image(tmp_path / "nope.png")
     (tmp_path / "x.gif").write_bytes(b"GIF89a")
-    with pytest.raises(InputError, match=r"unsupported image format of .*x.gif: expected one of .tif, .tiff, .vrt, .png"):
+    with pytest.raises(InputError, match=r"unsupported image format of .*x.gif: expected one of .tif, .tiff, .vrt, "
+                                         r"\.png"):
         read_image(tmp_path / "x.gif")
 
 
