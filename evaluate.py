@@ -30,8 +30,9 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from utilities.artifacts.model_io import load_predictor
 from utilities.atomic import FileSet, atomic_files, writable_folder
-from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
+from utilities.cli import add_data_arguments, data_description, entry_point
 from utilities.errors import InputError
+from utilities.inference.data_options import data_samples
 from utilities.inference.evaluation import Evaluation, Prediction, evaluate, evaluate_prediction, write_evaluation
 from utilities.inference.metrics import METRIC_NAMES
 from utilities.inference.polygons import OutcomePolygons

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from utilities.atomic import FileSet, atomic_files, writable_folder
-from utilities.cli import add_data_arguments, data_description, data_samples, entry_point
+from utilities.cli import add_data_arguments, data_description, entry_point
 from utilities.errors import InputError
+from utilities.inference.data_options import data_samples
 from utilities.inference.evaluation import Evaluation, metrics_table, result_row
 from utilities.inference.selection import (
     ENSEMBLE_FILES,

@@ -117,8 +117,9 @@ def record(config: str, run_dir: str, out: Path, keep: int) -> int:
         rec.step += 1
         rec.phase = f"step {rec.step}"
         kept = rec.step <= rec.keep_steps
-        for i, x in enumerate([*inputs, *targets]):
-            rec.add("batch", f"array {i}", x.asnumpy())
+        for kind, arrays in (("input", inputs), ("target", targets)):
+            for i, x in enumerate(arrays):
+                rec.add("batch", f"{kind} {i}", x.asnumpy())
         loss, outputs = train_step(net, trainer, loss_fn, inputs, targets, *args, **kwargs)
         rec.add("loss", "per sample", loss.asnumpy())
         for name, p in net.collect_params().items():

@@ -188,12 +188,18 @@ def test_a_global_batch_the_ranks_cannot_share_stops_before_any_chip(tmp_path, s
     cfg = write_config(tmp_path, {"root": str(scenes)}, train={"global_batch": 3})
     result = horovodrun(tmp_path / "logs", "train.py", "-c", cfg)
     assert result.returncode != 0
+    expected = [f"error: config {cfg}: train.global_batch 3 cannot be shared by 2 ranks: every rank takes "
+                "the same number of chips, so it must be a multiple of 2 (e.g. 2 or 4)"]
+    said = []
     for rank in (0, 1):
         lines = [line.split("<stderr>:", 1)[1] for line in (tmp_path / "logs" / f"rank.{rank}" / "stderr").read_text()
                  .splitlines() if "<stderr>:" in line]  # horovodrun prefixes every line with [rank]<stderr>:
-        assert lines == [f"error: config {cfg}: train.global_batch 3 cannot be shared by 2 ranks: every rank takes "
-                         "the same number of chips, so it must be a multiple of 2 (e.g. 2 or 4)"], every_rank(
-                             result, tmp_path / "logs")
+        # the first rank to exit makes horovodrun SIGTERM the other, which may not have written its line yet, or
+        # whose shell then reports "Terminated" after it
+        lines = [line for line in lines if line != "Terminated"]
+        assert lines in (expected, []), every_rank(result, tmp_path / "logs")
+        said.append(bool(lines))
+    assert any(said), every_rank(result, tmp_path / "logs")
     assert not (tmp_path / "run" / "chips").exists()
 
 
