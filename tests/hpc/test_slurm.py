@@ -191,8 +191,9 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, scenes, tmp_path):
     assert len(resumed) == 1 and 1 <= int(resumed[0]) <= 4, log[-3000:]
     assert epochs(run_dir) == [1, 2, 3, 4]  # every epoch once
     first, second = log.split(f"job {job} (restart 1)")
-    last_logged = int(re.findall(r"epoch (\d+): lr", first)[-1])  # train.py logs an epoch after its checkpoint
-    assert int(resumed[0]) - 1 <= last_logged <= int(resumed[0])
+    # train.py logs an epoch after its checkpoint (and model card): USR1 may land between the two
+    logged = [int(e) for e in re.findall(r"epoch (\d+): lr", first)]
+    assert not logged or int(resumed[0]) - 1 <= logged[-1] <= int(resumed[0]), log[-3000:]
     assert "resumed" not in first
     assert len((run_dir / "slurm_jobs.txt").read_text().splitlines()) == 2
 
