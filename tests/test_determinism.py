@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from utilities.artifacts.checkpoint import file_digest
@@ -54,6 +53,5 @@ def test_two_single_process_runs_give_identical_checkpoints(tmp_path, scenes):
     assert_runs_identical(tmp_path, scenes, ranks=1, epochs=2)
 
 
-@pytest.mark.slow
 def test_two_runs_of_two_ranks_give_identical_checkpoints(tmp_path, scenes):
     assert_runs_identical(tmp_path, scenes, ranks=2, epochs=2)
