@@ -5,16 +5,17 @@
     python benchmarks/determinism.py check --repeats 3 [--load 2] [--ranks 1 2]    # SHA-256 of checkpoints
 
 ``record`` runs ``train.py``'s own ``main`` in this process (with ``horovodrun``, one record per rank) and
-writes, in order, the SHA-256 (and float64 sum) of every array it sees: each training batch's inputs and targets,
-the inputs and outputs of every operator of the hybridized network, forward and backward
-(``HybridBlock.register_op_hook(..., monitor_all=True)``), in the shape-inferring forward, the training steps and
-validation, the per-sample loss, every parameter's gradient after the step (after ``DistributedTrainer``'s
-all-reduce) and every parameter after the update. Each entry is labelled with the phase of the run (``start``,
-``step N``, ``validation after step N``). Every array is copied to NumPy as it is seen, which waits for MXNet's
-engine after each operator. Gradients and parameters of the first
-``--keep`` steps are also kept whole, for the size of a difference. A non-hybridized model (``model.hybridize:
-false``) gets the output of every block instead of every operator. ``diff`` walks two records in step and names
-the first entry whose bytes differ (phase, operator or parameter, shape, largest difference where it is known).
+writes, in order, the SHA-256 (and float64 sum) of every array it sees: every forward-backward pass's inputs and
+targets, the inputs and outputs of every operator of the hybridized network, forward and backward
+(``HybridBlock.register_op_hook(..., monitor_all=True)``), the per-sample loss and the pass's gradients; at every
+optimiser update the gradients it used (summed over the passes, after ``DistributedTrainer``'s all-reduce) and
+every parameter after it; the operators of the shape-inferring forward and of validation. Each entry is
+labelled with the phase of the run (``start``, ``pass N``, ``update N``, ``validation after update N``).
+Every array is copied to NumPy as it is seen, which waits for MXNet's engine after each operator. The
+gradients and parameters of the first ``--keep`` updates are also kept whole, for the size of a difference. A
+non-hybridized model (``model.hybridize: false``) gets the output of every block instead of every operator.
+``diff`` walks two records in step and names the first entry whose bytes differ (phase, what it is, shape, and
+the largest difference where it is known).
 
 ``check`` trains fresh tiny runs (``fractalresnet_tiny`` on the real LEVIR-CD samples in ``../shared/data``, 64x64
 chips, 2 epochs of ``--steps`` steps) in pairs with 1 and 2 ranks (``horovodrun -np 2 -H localhost:2 --gloo``),
@@ -53,7 +54,8 @@ class Recorder:
         self.arrays: Dict[str, np.ndarray] = {}
         self.phase = "start"
         self.keep_steps = keep_steps
-        self.step = 0
+        self.passes = 0  # forward-backward passes so far
+        self.step = 0  # optimiser updates so far
 
     def add(self, kind: str, name: str, array: np.ndarray, keep: bool = False) -> None:
         array = np.ascontiguousarray(array)
@@ -104,7 +106,8 @@ def record(config: str, run_dir: str, out: Path, keep: int) -> int:
     import train  # after the path insert; imports nn first (threads), then Horovod and MXNet
 
     rec = Recorder(keep)
-    get_model, train_step, validate = train.get_model, train.train_step, train.validate
+    get_model, forward_backward, update, validate = (train.get_model, train.forward_backward, train.update,
+                                                     train.validate)
 
     def traced_model(*args, **kwargs):
         net = get_model(*args, **kwargs)
@@ -113,29 +116,39 @@ def record(config: str, run_dir: str, out: Path, keep: int) -> int:
             block.register_forward_hook(rec.block_hook)
         return net
 
-    def traced_step(net, trainer, loss_fn, inputs, targets, *args, **kwargs):
-        rec.step += 1
-        rec.phase = f"step {rec.step}"
-        kept = rec.step <= rec.keep_steps
+    def gradients(net, keep: bool) -> None:
+        for name, p in net.collect_params().items():
+            if p.grad_req != "null":
+                rec.add("gradient", name, p.grad().asnumpy(), keep=keep)
+
+    def traced_forward_backward(net, loss_fn, inputs, targets, *args, **kwargs):
+        rec.passes += 1
+        rec.phase = f"pass {rec.passes}"
         for kind, arrays in (("input", inputs), ("target", targets)):
             for i, x in enumerate(arrays):
                 rec.add("batch", f"{kind} {i}", x.asnumpy())
-        loss, outputs = train_step(net, trainer, loss_fn, inputs, targets, *args, **kwargs)
+        loss, outputs = forward_backward(net, loss_fn, inputs, targets, *args, **kwargs)
         rec.add("loss", "per sample", loss.asnumpy())
-        for name, p in net.collect_params().items():
-            if p.grad_req != "null":
-                rec.add("gradient", name, p.grad().asnumpy(), keep=kept)
-        for name, p in net.collect_params().items():
-            rec.add("parameter", name, p.data().asnumpy(), keep=kept)
+        gradients(net, keep=False)  # this pass's own gradients
         return loss, outputs
 
+    def traced_update(net, trainer, *args, **kwargs):
+        rec.step += 1
+        rec.phase = f"update {rec.step}"
+        update(net, trainer, *args, **kwargs)
+        kept = rec.step <= rec.keep_steps
+        gradients(net, keep=kept)  # what the update used: summed over the passes, all-reduced over the ranks
+        for name, p in net.collect_params().items():
+            rec.add("parameter", name, p.data().asnumpy(), keep=kept)
+
     def traced_validate(net, *args, **kwargs):
-        rec.phase = f"validation after step {rec.step}"
+        rec.phase = f"validation after update {rec.step}"
         metrics = validate(net, *args, **kwargs)
-        rec.phase = f"after validation, step {rec.step}"
+        rec.phase = f"after validation, update {rec.step}"
         return metrics
 
-    train.get_model, train.train_step, train.validate = traced_model, traced_step, traced_validate
+    train.get_model, train.forward_backward, train.update, train.validate = (
+        traced_model, traced_forward_backward, traced_update, traced_validate)
     train.hvd.init()
     rank = train.hvd.rank()
     try:
@@ -292,7 +305,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rec.add_argument("-c", "--config", required=True)
     rec.add_argument("--run-dir", required=True)
     rec.add_argument("--out", required=True, help="record folder (rank<r>/record.json, arrays.npz)")
-    rec.add_argument("--keep", type=int, default=2, help="steps whose gradients and parameters are kept whole")
+    rec.add_argument("--keep", type=int, default=2, help="updates whose gradients and parameters are kept whole")
     dif = sub.add_parser("diff", help="the first difference between two records")
     dif.add_argument("a")
     dif.add_argument("b")
