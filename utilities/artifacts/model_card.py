@@ -34,7 +34,7 @@ import mxnet as mx
 
 from mantis import get_model
 from utilities.artifacts.checkpoint import CheckpointRecord
-from utilities.artifacts.model_io import checkpoint_record
+from utilities.artifacts.model_io import checkpoint_record, ensemble_spec
 from utilities.atomic import atomic_write_text
 from utilities.errors import InputError
 
@@ -70,14 +70,10 @@ def spec_members(spec: PathLike) -> Tuple[List[Tuple[CheckpointRecord, Path]], O
     """``([(record, params file)], ensemble mode or None)`` of a model spec (checkpoint, run directory or
     ensemble file, as :func:`~utilities.artifacts.model_io.load_predictor` takes)."""
     spec = Path(spec)
-    if spec.is_file() and spec.suffix == ".json":
-        try:
-            content = json.loads(spec.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"model file {spec} is not valid JSON") from None
-        if "members" in content:
-            members = [Path(m) if Path(m).is_absolute() else spec.parent / m for m in content["members"]]
-            return [checkpoint_record(m) for m in members], content.get("mode", "outputs")
+    content = ensemble_spec(spec)
+    if content is not None:
+        members = [Path(m) if Path(m).is_absolute() else spec.parent / m for m in content["members"]]
+        return [checkpoint_record(m) for m in members], content.get("mode", "outputs")
     return [checkpoint_record(spec)], None
 
 

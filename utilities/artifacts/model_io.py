@@ -152,16 +152,30 @@ def _ensemble(spec: Dict[str, Any], base: Path, ctx: mx.Context) -> Predictor:
     return Predictor(nets, norm.get("mean", []), norm.get("std", []), records[0].bands, ctx, norm.get("dtype"))
 
 
+def ensemble_spec(spec: PathLike) -> Union[Dict[str, Any], None]:
+    """The content of ``spec`` when it is an ensemble file (a JSON file with ``members``), else None.
+
+    Raises
+    ------
+    InputError
+        ``spec`` is a ``.json`` file that is not valid JSON.
+    """
+    spec = Path(spec)
+    if not (spec.is_file() and spec.suffix == ".json"):
+        return None
+    try:
+        content = json.loads(spec.read_text())
+    except json.JSONDecodeError:
+        raise InputError(f"model file {spec} is not valid JSON") from None
+    return content if "members" in content else None
+
+
 def load_predictor(spec: PathLike, ctx: mx.Context = mx.cpu()) -> Predictor:
     """A :class:`Predictor` from a model spec (see the module docstring)."""
     spec = Path(spec)
-    if spec.is_file() and spec.suffix == ".json":
-        try:
-            content = json.loads(spec.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"model file {spec} is not valid JSON") from None
-        if "members" in content:
-            return _ensemble(content, spec.parent, ctx)
+    ensemble = ensemble_spec(spec)
+    if ensemble is not None:
+        return _ensemble(ensemble, spec.parent, ctx)
     net, record = load_network(spec, ctx)
     norm = record.normalization
     if not norm:
