@@ -188,3 +188,16 @@ def write_mismatched_pair(folder: PathLike, seed: int = 0) -> Tuple[Path, Path]:
     rng = np.random.default_rng(seed)
     return tuple(write_png(folder / name, fake_image(rows, cols, 4, "uint8", rng))
                  for name, (rows, cols) in zip(("A.png", "B.png"), MISMATCHED_SHAPES))
+
+
+def write_masked_rgb(path: PathLike, image: np.ndarray, nodata: Optional[float] = None,
+                     mask: Optional[np.ndarray] = None) -> Path:
+    """A georeferenced uint8 RGB GeoTIFF ``(3, H, W)`` with declared ``nodata``, and an internal mask band
+    (0 = no data) when ``mask`` is given."""
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(path, "w", driver="GTiff", height=image.shape[1], width=image.shape[2], count=3,
+                           dtype="uint8", crs="EPSG:32633", transform=DEFAULT_TRANSFORM, nodata=nodata) as dst:
+            dst.write(image)
+            if mask is not None:
+                dst.write_mask(mask)
+    return Path(path)

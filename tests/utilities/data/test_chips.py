@@ -10,12 +10,12 @@ import pytest
 import rasterio
 
 from tests.utilities.fakes import (
-    DEFAULT_TRANSFORM,
     GAP_NODATA,
     fake_image,
     fill_window,
     write_geotiff_pair,
     write_levircd_tree,
+    write_masked_rgb,
     write_pair_with_gaps,
     write_png,
 )
@@ -294,25 +294,14 @@ def _dark_rgb(rng, height=64, width=64) -> np.ndarray:
     return image
 
 
-def _write_rgb(path, image, nodata=None, mask=None):
-    """A georeferenced uint8 GeoTIFF, with an internal mask band when ``mask`` (0 = no data) is given."""
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(path, "w", driver="GTiff", height=image.shape[1], width=image.shape[2], count=3,
-                           dtype="uint8", crs="EPSG:32633", transform=DEFAULT_TRANSFORM, nodata=nodata) as dst:
-            dst.write(image)
-            if mask is not None:
-                dst.write_mask(mask)
-    return path
-
-
 def test_declared_nodata_misses_only_the_pixels_at_it_in_every_band(tmp_path):
     """GDAL's meaning: nodata 0 on uint8 RGB makes a pixel missing where all three bands are 0, not where one is
     (dark pixels of real imagery); the chips of an all-zero area of date 2 are skipped, every other one kept."""
     rng = np.random.default_rng(11)
     image1, image2 = _dark_rgb(rng), _dark_rgb(rng)
     image2[:, 40:43, 5:8] = 0  # no data in date 2
-    d1 = _write_rgb(tmp_path / "a.tif", image1, nodata=0)
-    d2 = _write_rgb(tmp_path / "b.tif", image2, nodata=0)
+    d1 = write_masked_rgb(tmp_path / "a.tif", image1, nodata=0)
+    d2 = write_masked_rgb(tmp_path / "b.tif", image2, nodata=0)
     assert (image1 == 0).any(axis=0).mean() > 0.005  # pixels with a zero band: the old rule dropped every chip
     missing = (image2 == 0).all(axis=0)
     windows = chip_windows(64, 64, SIZE, STRIDE)
@@ -332,13 +321,14 @@ def test_error_names_the_date_whose_pixels_have_no_data(tmp_path, declared_by):
     image1, image2 = _dark_rgb(rng), _dark_rgb(rng)
     if declared_by == "nodata":  # date 2 declares nodata 0 and is 0 in a block that every chip holds
         image2[:, 30:34, 30:34] = 0
-        d1, d2 = _write_rgb(tmp_path / "a.tif", image1, nodata=0), _write_rgb(tmp_path / "b.tif", image2, nodata=0)
+        d1 = write_masked_rgb(tmp_path / "a.tif", image1, nodata=0)
+        d2 = write_masked_rgb(tmp_path / "b.tif", image2, nodata=0)
         named = f"date 2 {d2} (nodata 0)"
     else:  # date 1 has a mask band, 0 in that block; date 2 declares nodata 0 but holds no such pixel
         mask = np.full((64, 64), 255, np.uint8)
         mask[30:34, 30:34] = 0
-        d1 = _write_rgb(tmp_path / "a.tif", image1, mask=mask)
-        d2 = _write_rgb(tmp_path / "b.tif", image2, nodata=0)
+        d1 = write_masked_rgb(tmp_path / "a.tif", image1, mask=mask)
+        d2 = write_masked_rgb(tmp_path / "b.tif", image2, nodata=0)
         named = f"date 1 {d1} (a mask band)"
     with pytest.raises(InputError) as error:
         build_chip_cache(pair_samples(d1, d2), tmp_path / "cache", SIZE, STRIDE, progress=False)

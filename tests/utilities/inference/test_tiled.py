@@ -16,10 +16,10 @@ import yaml
 from mxnet import gluon
 
 from tests.utilities.fakes import (
-    DEFAULT_TRANSFORM,
     write_geotiff,
     write_geotiff_pair,
     write_levircd_tree,
+    write_masked_rgb,
     write_mismatched_pair,
     write_png,
 )
@@ -513,17 +513,6 @@ def test_one_pixel_png_pair_is_predicted_with_its_quicklook(tmp_path):
 # ------------------------------------------------------------------------------------- GDAL's meaning of nodata
 
 
-def _rgb(path, image, nodata=None, mask=None):
-    """A georeferenced uint8 RGB GeoTIFF, with an internal mask band (0 = no data) when ``mask`` is given."""
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
-        with rasterio.open(path, "w", driver="GTiff", height=image.shape[1], width=image.shape[2], count=3,
-                           dtype="uint8", crs="EPSG:32633", transform=DEFAULT_TRANSFORM, nodata=nodata) as dst:
-            dst.write(image)
-            if mask is not None:
-                dst.write_mask(mask)
-    return path
-
-
 def test_nodata_0_on_uint8_rgb_misses_only_pixels_zero_in_every_band(tmp_path):
     """A pixel with one band at the declared nodata value holds data (its value goes to the model as it is);
     one with every band at it, or 0 in the file's mask band, is nodata in every output."""
@@ -533,8 +522,8 @@ def test_nodata_0_on_uint8_rgb_misses_only_pixels_zero_in_every_band(tmp_path):
     image2[:, 10:12, 20:25] = 0  # every band: no data
     mask = np.full((24, 40), 255, np.uint8)
     mask[15:17, 30:33] = 0  # date 1's mask band
-    date1 = _rgb(tmp_path / "a.tif", image1, nodata=0, mask=mask)
-    date2 = _rgb(tmp_path / "b.tif", image2, nodata=0)
+    date1 = write_masked_rgb(tmp_path / "a.tif", image1, nodata=0, mask=mask)
+    date2 = write_masked_rgb(tmp_path / "b.tif", image2, nodata=0)
     paths = predict(known_predictor(), date1, date2, tmp_path / "out", window=8, stride=8)
     nodata = np.zeros((24, 40), bool)
     nodata[10:12, 20:25] = nodata[15:17, 30:33] = True
