@@ -89,7 +89,7 @@ def make_data(out: Path, s: Settings) -> Path:
     return Path(scene["date1"]).parent
 
 
-def write_config(out: Path, data: Path, s: Settings) -> Path:
+def write_config(out: Path, data: Path, s: Settings, seed: int) -> Path:
     config = {
         "data": {"kind": "levircd", "root": str(data / "levircd"), "chip_size": s.chip_size,
                  "stride": s.chip_stride},
@@ -98,7 +98,7 @@ def write_config(out: Path, data: Path, s: Settings) -> Path:
         "augment": {"args": {"p_identity": 0.1}},
         "train": {"batch_size": s.batch_size, "depths": s.depths, "milestones": s.milestones,
                   "final_stage_epochs": s.final_stage_epochs, "max_epochs": s.max_epochs,
-                  "max_steps_per_epoch": s.max_steps_per_epoch},
+                  "max_steps_per_epoch": s.max_steps_per_epoch, "seed": seed},
         "output": {"run_dir": str(out / "run")},
     }
     path = out / "config.yaml"
@@ -137,6 +137,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="demo_output", help="output folder (default demo_output/)")
     parser.add_argument("--quick", action="store_true", help="toy sizes (seconds, for tests)")
     parser.add_argument("--ranks", type=int, default=2, help="Horovod ranks for training (default 2)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed (train.seed: initialisation, chip order, augmentation; default 0). "
+                             "The synthetic data stay the same.")
     args = parser.parse_args(argv)
     s = QUICK if args.quick else FULL
     out = Path(args.out).resolve()
@@ -150,9 +153,10 @@ def main(argv=None) -> int:
 
     print("1/6 synthetic data")
     data = make_data(out / "data", s)
-    config = write_config(out, out / "data", s)
+    config = write_config(out, out / "data", s, args.seed)
 
-    print(f"2/6 training {s.model} on {args.ranks} Horovod ranks (evolving loss, depths {s.depths})")
+    print(f"2/6 training {s.model} on {args.ranks} Horovod ranks (evolving loss, depths {s.depths}, "
+          f"seed {args.seed})")
     run([horovodrun, "-np", args.ranks, "-H", f"localhost:{args.ranks}", "--gloo", py, "train.py", "-c", config], log)
 
     print("3/6 Pareto-front selection of the most evolved stage's checkpoints")

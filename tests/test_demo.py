@@ -7,17 +7,19 @@ from pathlib import Path
 import cv2
 import pyogrio
 import rasterio
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_demo_writes_every_output(tmp_path):
     out = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "demo", "--quick", "--out", str(out)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "demo", "--quick", "--seed", "5", "--out", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     for step in ("1/6", "2/6", "3/6", "4/6", "5/6", "6/6", "demo finished"):
         assert step in result.stdout
+    assert yaml.safe_load((out / "run" / "config.yaml").read_text())["train"]["seed"] == 5
     with rasterio.open(out / "data" / "scene" / "date1.tif") as src:
         crs, transform, shape = src.crs, src.transform, src.shape
     for name in ("change_probability.tif", "change_mask.tif", "boundary.tif", "distance.tif"):
