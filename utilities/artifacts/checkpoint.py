@@ -5,9 +5,10 @@ Layout under ``<run_dir>/checkpoints``::
     epoch_0007.params   model parameters (Gluon ``save_parameters``)
     epoch_0007.states   optimiser state: Adam moments and update counts (``Trainer.save_states``)
     epoch_0007.json     its CheckpointRecord: model, schedule state, metrics, config, the files and digests
+    epoch_0007.stac.json  its model card (utilities/artifacts/model_card.py), for a change-detection model
     latest.json         the newest complete checkpoint (written last)
 
-Every file is written under a temporary name and renamed, and ``latest.json`` only after the three
+Every file is written under a temporary name and renamed, and ``latest.json`` only after the
 files of its epoch exist, so a run killed at any moment resumes from a complete checkpoint. The parameters
 file is read back before it takes its name (MXNet's writer can leave a short file without an error). A save
 that fails (a full disk: "no space left on device writing FILE") removes the files of its epoch written so
@@ -31,7 +32,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from mxnet import gluon, nd
 from mxnet.base import MXNetError
@@ -136,9 +137,13 @@ class Checkpoints:
     def _stem(self, epoch: int) -> Path:
         return self.dir / f"epoch_{epoch:04d}"
 
-    def save(self, record: CheckpointRecord, net: gluon.Block, trainer: Optional[gluon.Trainer]) -> Path:
+    def save(self, record: CheckpointRecord, net: gluon.Block, trainer: Optional[gluon.Trainer],
+             describe: Optional[Callable[[Path], Optional[Path]]] = None) -> Path:
         """Write the checkpoint of ``record.epoch`` (its file names and digests filled in); return its params path.
 
+        ``describe``, called with the params path once the epoch's record exists and before ``latest.json``
+        names it, writes a file that describes the checkpoint (its model card) and returns that file's path, so
+        that ``latest.json`` stays the mark of a checkpoint complete with everything that belongs to it.
         On failure (e.g. :class:`~utilities.atomic.WriteError` for a full disk) the files of the epoch already
         written are removed before the error is raised; the previous checkpoints stay intact.
         """
@@ -149,6 +154,7 @@ class Checkpoints:
         writers = {"params": functools.partial(_save_parameters, net),
                    "states": trainer.save_states if trainer is not None else None}
         written: Dict[str, Optional[str]] = {}
+        extra: List[Path] = []
         try:
             for kind, write in writers.items():
                 written[kind] = written[f"{kind}_sha256"] = None
@@ -159,8 +165,10 @@ class Checkpoints:
             text = json.dumps(dataclasses.replace(record, **written, format_version=FORMAT_VERSION).to_dict(),
                               indent=2)
             atomic_write_text(stem.with_suffix(".json"), text)
+            if describe is not None:
+                extra = [path for path in [describe(files["params"])] if path is not None]
         except BaseException:
-            for path in (*files.values(), stem.with_suffix(".json")):
+            for path in (*files.values(), stem.with_suffix(".json"), *extra):
                 path.unlink(missing_ok=True)
             raise
         atomic_write_text(self.dir / "latest.json", text)

@@ -13,6 +13,7 @@ are a run directory's checkpoints and history, fresh or resumed.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import sys
@@ -175,7 +176,7 @@ def make_loaders(cfg: Config, world: World, run_dir: Path, plan: GlobalBatch):
         write(f"chips: {len(train_set)} training, {len(val_set)} validation ({train_set.skipped} and "
               f"{val_set.skipped} skipped for NaN, infinite or nodata pixels)")
     train_sampler = GlobalBatchSampler(len(train_set), world, plan, seed=cfg.train.seed)
-    val_sampler = ShardSampler(len(val_set), world, shuffle=False, pad=False)
+    val_sampler = ShardSampler(len(val_set), world)
     loader = dict(batch_size=cfg.train.batch_size, num_workers=cfg.data.num_workers, last_batch="keep")
     return (gluon.data.DataLoader(train_set, batch_sampler=train_sampler, num_workers=cfg.data.num_workers),
             train_sampler, augment,
@@ -236,12 +237,15 @@ def restore_schedule(schedule: EvolvingLossSchedule, record: CheckpointRecord, c
 
 def end_epoch(checkpoints: Checkpoints, record: CheckpointRecord, net: gluon.Block, trainer: gluon.Trainer,
               history: List[Dict[str, Any]], keep: Optional[int]) -> None:
-    """Rank 0's writes after an epoch: its checkpoint and, for a change-detection model, its model card
-    (:func:`~utilities.artifacts.model_card.write_spec_card`), then (with ``keep``) only the newest ``keep``
-    checkpoints keep their files and cards, then the run's history (:func:`write_history`)."""
-    params = checkpoints.save(record, net, trainer)
+    """Rank 0's writes after an epoch: its checkpoint with, for a change-detection model, its model card
+    (:func:`~utilities.artifacts.model_card.write_spec_card`, written before ``latest.json``), then (with
+    ``keep``) only the newest ``keep`` checkpoints keep their files and cards, then the run's history
+    (:func:`write_history`)."""
+    describe = None
     if record.normalization is not None:
-        write_spec_card(params, parameters=sum(p.data().size for p in net.collect_params().values()))
+        size = sum(p.data().size for p in net.collect_params().values())
+        describe = functools.partial(write_spec_card, parameters=size)
+    checkpoints.save(record, net, trainer, describe)
     if keep:
         checkpoints.prune(keep)
         for pruned in checkpoints.records():  # a card describes a model that can run: not one without parameters

@@ -274,3 +274,29 @@ def test_a_failed_mxnet_write_with_space_left_is_one_line_naming_the_file(tmp_pa
         signal.signal(signal.SIGXFSZ, handler)
     assert err.value.strerror == f"cannot write {ckpt.dir / 'epoch_0001.params'}: FileStream.Write incomplete"
     assert list(ckpt.dir.iterdir()) == []
+
+
+def test_the_description_is_written_before_latest_names_the_checkpoint_and_goes_with_a_failed_save(tmp_path):
+    net, trainer = _net_and_trainer(0)
+    ckpt = Checkpoints(tmp_path)
+    seen = []
+
+    def describe(params):  # a model card: it reads the epoch's record, which latest.json does not name yet
+        seen.append((CheckpointRecord.read(params.with_suffix(".json")).epoch, ckpt.latest()))
+        card = params.with_suffix(".card")
+        card.write_text("card")
+        return card
+
+    ckpt.save(_record(1), net, trainer, describe)
+    assert [(epoch, latest) for epoch, latest in seen] == [(1, None)] and ckpt.latest().epoch == 1
+    before = sorted(p.name for p in ckpt.dir.iterdir())
+    assert "epoch_0001.card" in before
+
+    def failing(params):  # an atomic writer that fails leaves no file
+        seen.append((CheckpointRecord.read(params.with_suffix(".json")).epoch, ckpt.latest()))
+        raise WriteError(errno.ENOSPC, f"no space left on device writing {params.with_suffix('.card')}")
+
+    with pytest.raises(WriteError):
+        ckpt.save(_record(2), net, trainer, failing)
+    assert seen[-1][0] == 2 and seen[-1][1].epoch == 1
+    assert sorted(p.name for p in ckpt.dir.iterdir()) == before and ckpt.latest().epoch == 1
