@@ -2,8 +2,9 @@
 
 Facts this module relies on (Horovod 0.28.1 + MXNet 1.9.1, checked with 2-rank ``horovodrun --gloo``):
 metric counts are all-reduced in float64 (float32 loses counts above 2^24); every rank must take the
-same number of training steps per epoch (a rank that leaves the loop early ends the job), hence the
-padded :class:`ShardSampler`; every process must end with ``nd.waitall(); hvd.shutdown()``.
+same number of training steps per epoch (a rank that leaves the loop early ends the job), which the
+global batch's sampler ensures (utilities/training/accumulate.py); every process must end with
+``nd.waitall(); hvd.shutdown()``.
 
 SIGTERM (SLURM's scancel and time limit, ``timeout``, horovodrun stopping its ranks) ends a rank like
 Ctrl-C: :func:`run_rank` prints ``terminated`` and exits with status 143 (128 + 15). The signal raises
@@ -177,33 +178,23 @@ def run_rank(main: Main, failures: Mapping[Type[BaseException], int]) -> int:
         if not sigterm.received:
             raise
         return TERMINATED_STATUS  # the shutdown after SIGTERM failed (a peer ended first): the process ends anyway
+    finally:
+        # The rank's status is decided. A SIGTERM from now on (horovodrun stops the other ranks as soon as one
+        # ends) changes nothing: ignored, it cannot kill the interpreter's exit, which Python runs with SIGTERM's
+        # default action (its own handlers are removed then; an ignored signal stays ignored), after which the
+        # rank's shell would report "Terminated" below the rank's one line.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 class ShardSampler(gluon.data.Sampler):
-    """Indices of this rank's shard of ``length`` items, reshuffled every epoch identically on all ranks.
+    """This rank's share of ``length`` items for evaluation: item ``i`` goes to rank ``i % size``, in order, so
+    the shards are disjoint and together cover every item exactly once (training batches come from
+    :class:`~utilities.training.accumulate.GlobalBatchSampler`)."""
 
-    With ``pad`` (training) every rank gets ``ceil(length / size)`` indices, the shortfall filled by
-    wrapping around, so all ranks take the same number of steps. Without it (validation) the shards
-    are disjoint and cover every item exactly once.
-    """
-
-    def __init__(self, length: int, world: World, shuffle: bool = True, seed: int = 0, pad: bool = True):
-        self.length, self.world, self.shuffle, self.seed, self.pad = length, world, shuffle, seed, pad
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> np.ndarray:
-        order = np.arange(self.length)
-        if self.shuffle:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.length)
-        if self.pad:
-            per_rank = -(-self.length // self.world.size)
-            order = np.resize(order, per_rank * self.world.size)
-        return order[self.world.rank::self.world.size]
+    def __init__(self, length: int, world: World):
+        self.indices = list(range(world.rank, length, world.size))
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._indices().tolist())
+        return iter(self.indices)
 
     def __len__(self) -> int:
-        return len(self._indices())
+        return len(self.indices)

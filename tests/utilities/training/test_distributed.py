@@ -3,38 +3,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from utilities.training.distributed import ShardSampler, World
 
 
-def _shards(length, size, pad, epoch=0):
-    out = []
-    for rank in range(size):
-        s = ShardSampler(length, World(rank, size, rank), shuffle=True, seed=3, pad=pad)
-        s.set_epoch(epoch)
-        out.append(list(s))
-    return out
-
-
-def test_padded_shards_have_equal_length_and_cover_everything():
-    shards = _shards(10, 3, pad=True)
-    assert [len(s) for s in shards] == [4, 4, 4]
-    assert set(np.concatenate(shards)) == set(range(10))
-
-
-def test_unpadded_shards_are_disjoint_and_complete():
-    shards = _shards(10, 3, pad=False)
-    flat = np.concatenate(shards)
-    assert sorted(flat) == list(range(10))
-
-
-def test_shuffle_changes_with_epoch_and_is_identical_across_ranks():
-    a = _shards(20, 2, pad=True, epoch=0)
-    b = _shards(20, 2, pad=True, epoch=1)
-    assert a != b
-    assert a == _shards(20, 2, pad=True, epoch=0)
+@pytest.mark.parametrize("length, size", [(10, 3), (1, 2), (7, 1), (2, 5), (13, 4)])
+def test_shards_are_disjoint_in_order_and_complete(length, size):
+    shards = [list(ShardSampler(length, World(rank, size, rank))) for rank in range(size)]
+    assert sorted(i for shard in shards for i in shard) == list(range(length))
+    assert all(shard == sorted(shard) for shard in shards)
+    assert [len(ShardSampler(length, World(r, size, r))) for r in range(size)] == [len(s) for s in shards]
 
 
 def test_shutdown_leaves_horovod_even_when_the_wait_fails(monkeypatch):
