@@ -34,7 +34,7 @@ def scale_by_attention_kernel(F, x, gamma, att):
     the backward pass. Its inputs are ``(att, gamma, x)``: with ``x`` first, MXNet 1.9.1's in-place gradient
     sum fails to build the full models' backward graph, as for the operator form."""
     kernels.require("scale_by_attention")
-    return F.mantis_scale_by_attention(att, gamma, x)
+    return F.mantis_scale_by_attention(att, kernels.parameter_input(F, gamma), x)
 
 
 #: form name (:data:`nn.norm.FORMS`) -> how :func:`scale_by_attention` computes

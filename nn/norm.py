@@ -126,6 +126,7 @@ class GroupNorm(HybridBlock):
         repeats = self.channels // self.num_groups
         gamma, beta = self._expand(F, gamma, repeats), self._expand(F, beta, repeats)
         if current_form() == "kernel":
+            gamma, beta = kernels.parameter_input(F, gamma), kernels.parameter_input(F, beta)
             return F.mantis_group_norm(x, gamma, beta, num_groups=self.num_groups, eps=self.epsilon)[0]
         group_ones = F.ones_like(F.slice_axis(gamma, axis=0, begin=0, end=self.num_groups))
         x = F.GroupNorm(x, group_ones, F.zeros_like(group_ones), num_groups=self.num_groups, eps=self.epsilon)

@@ -75,3 +75,15 @@ def require(user: str) -> None:
     """Load the library for ``user``'s kernel form; a ValueError saying how to build it if it is not built."""
     if not load():
         raise ValueError(f"{user} form 'kernel' needs {LIBRARY}; run `bash scripts/install.sh`")
+
+
+def parameter_input(F, param):
+    """A trainable parameter as the input of one of these operators: through ``identity``.
+
+    MXNet 1.9.1's library interface hands an operator's backward no request type, so a library operator
+    always overwrites the gradients it computes; a parameter with ``grad_req='add'`` (gradients summed over
+    several backward passes) would keep only the last pass's. Through ``identity``, the library operator
+    writes into an intermediate and the native ``identity`` backward adds into the parameter's gradient as
+    requested. The copy is of a parameter vector: negligible.
+    """
+    return F.identity(param)

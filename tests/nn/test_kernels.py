@@ -10,6 +10,7 @@ import sys
 
 import nn
 from nn import kernels
+from nn.fusion import Fusion
 from nn.norm import FORMS, GroupNorm, current_form, groupnorm_form
 
 import mxnet as mx
@@ -175,3 +176,41 @@ def test_kernel_loads_next_to_horovod(order):
 
 def test_nn_exports_kernels_module():
     assert nn.kernels is kernels
+
+
+def _pass_gradients(block, data, grad_req):
+    """Parameter gradients after a backward pass over each input tuple of ``data`` with ``grad_req``."""
+    block.collect_params().setattr("grad_req", grad_req)
+    for param in block.collect_params().values():
+        param.zero_grad()
+    for inputs in data:
+        with autograd.record():
+            loss = (block(*inputs) * inputs[0]).sum()
+        loss.backward()
+    return {name: param.grad().asnumpy().astype(np.float64) for name, param in block.collect_params().items()}
+
+
+@pytest.mark.parametrize("hybridize", [False, True])
+@pytest.mark.parametrize("make, arity", [(lambda: GroupNorm(6, num_groups=3), 1),
+                                         (lambda: GroupNorm(6, 3, affine="group"), 1),
+                                         (lambda: Fusion(6, nheads=2), 2)],
+                         ids=["groupnorm", "groupnorm-per-group", "fusion"])
+def test_kernel_forms_add_into_parameter_gradients_with_grad_req_add(make, arity, hybridize):
+    """grad_req='add' sums the passes' gradients: the library operators (which MXNet 1.9.1 gives no request
+    type) must not overwrite the gradients of the parameters they read."""
+    with groupnorm_form("kernel"):
+        block = make()
+        block.initialize()
+        rng = np.random.default_rng(1)
+        data = [tuple(mx.nd.array(rng.normal(size=(2, 6, 5, 7))) for _ in range(arity)) for _ in range(2)]
+        block(*data[0])  # the convolutions' shapes
+        for param in block.collect_params().values():  # Fusion's gammas start at zero, which stops gradients
+            param.set_data(mx.nd.array(rng.uniform(0.2, 1.0, param.shape)))
+        if hybridize:
+            block.hybridize()
+        each = [_pass_gradients(block, [inputs], "write") for inputs in data]
+        summed = _pass_gradients(block, data, "add")
+    assert summed.keys() == each[0].keys()
+    for name in summed:
+        np.testing.assert_allclose(summed[name], each[0][name] + each[1][name], rtol=1e-5, atol=1e-6, err_msg=name)
+        assert np.abs(each[1][name]).max() > 1e-4, name  # each pass contributes

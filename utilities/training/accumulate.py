@@ -129,10 +129,9 @@ class GradientSum:
 
     Each backward pass writes the parameters' gradients (``grad_req`` ``'write'``); :meth:`add_pass` keeps
     their running sum beside them, one extra copy of the trainable parameters while a global batch takes more
-    than one pass, and after the last pass leaves the whole sum in the gradients, ready for the update. Not
-    ``grad_req='add'``: MXNet 1.9.1 ignores it in the backward of operators from a custom-operator library
-    (mantis's fused CPU kernels, ``nn/kernels``), which overwrite the gradients of the parameters they read
-    (measured: the GroupNorm gammas and Fusion gammas then kept only the last pass's gradient).
+    than one pass, and after the last pass leaves the whole sum in the gradients, ready for the update. A
+    global batch of one pass per rank (the default) thus runs the plain training step: no gradient is zeroed,
+    copied or added, as it would be with ``grad_req='add'``.
     """
 
     def __init__(self, net: gluon.Block):
