@@ -11,12 +11,15 @@ The protocols run in turn, round after round (``--rounds``): each protocol's fas
 reported, and the ratios are between protocols of this one run. With ``stride == window`` the windows do
 not overlap and both blends give the same result: 256 is run uniform only.
 
-Data: ``--scene`` (a folder with date1.tif, date2.tif, label.tif: the demo's 3072 x 1024 synthetic scene,
-``python -m demo`` writes it to <out>/data/scene) and/or ``--levircd`` (A/, B/, label/ PNGs, e.g. the 8
-real LEVIR-CD crops), predicted with ``--model`` (e.g. the demo's ensemble, <out>/selection/ensemble.json).
+Data: the options of ``evaluate.py`` (one data set per run): one pair (``--date1 --date2 --label``, e.g.
+the demo's 3072 x 1024 synthetic scene, which ``python -m demo`` writes to <out>/data/scene), a LEVIR-CD
+folder, or OSCD cities (``--oscd ROOT --cities aguasclaras,paris``, read as the model was trained on
+them), predicted with ``--model`` (e.g. the demo's ensemble, <out>/selection/ensemble.json).
 
     python benchmarks/bench_blend.py --model demo_output/selection/ensemble.json \\
-        --scene demo_output/data/scene --levircd ../shared/data/levircd_samples
+        --date1 demo_output/data/scene/date1.tif --date2 demo_output/data/scene/date2.tif \\
+        --label demo_output/data/scene/label.tif
+    python benchmarks/bench_blend.py --model runs/oscd --oscd ../shared/data/oscd --cities aguasclaras,paris
 """
 from __future__ import annotations
 
@@ -35,7 +38,9 @@ import nn  # noqa: E402,F401  (first: sets MXNet's OpenMP threads before MXNet l
 from bench_models import print_header  # noqa: E402
 
 from utilities.artifacts.model_io import load_predictor  # noqa: E402
-from utilities.data.datasets import Sample, levircd_samples  # noqa: E402
+from utilities.cli import add_data_arguments, data_description  # noqa: E402
+from utilities.data.datasets import Sample  # noqa: E402
+from utilities.inference.data_options import data_samples  # noqa: E402
 from utilities.inference.evaluation import evaluate  # noqa: E402
 from utilities.inference.tiled import tiled_prediction  # noqa: E402
 from utilities.raster.io import raster_info  # noqa: E402
@@ -60,8 +65,7 @@ def windows(samples: List[Sample], window: int, stride: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="checkpoint, run directory or ensemble JSON")
-    parser.add_argument("--scene", type=Path, help="a folder with date1.tif, date2.tif, label.tif")
-    parser.add_argument("--levircd", type=Path, help="a folder with A/, B/, label/ (LEVIR-CD layout, no split)")
+    add_data_arguments(parser, split="none")
     parser.add_argument("--protocols", type=parse_protocol, nargs="+",
                         default=[parse_protocol(p) for p in DEFAULT_PROTOCOLS], help="STRIDE:BLEND ...")
     parser.add_argument("--window", type=int, default=256)
@@ -69,42 +73,33 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of every protocol, in turn (default 2)")
     args = parser.parse_args()
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    data: Dict[str, List[Sample]] = {}
-    if args.scene is not None:
-        data["demo scene"] = [Sample("scene", args.scene / "date1.tif", args.scene / "date2.tif",
-                                     args.scene / "label.tif")]
-    if args.levircd is not None:
-        data["LEVIR-CD crops"] = levircd_samples(args.levircd, None)
-    if not data:
-        parser.error("give --scene and/or --levircd")
+    samples = data_samples(args)
+    name = data_description(args)
     print_header(f", model {args.model}, window {args.window}, batch {args.batch_size}, {args.rounds} round(s)")
+    pixels = sum(info.height * info.width for info in (raster_info(s.date1) for s in samples))
+    print(f"data: {name}, {len(samples)} pair(s), {pixels:,} pixels")
     predictor = load_predictor(args.model)
-    results: Dict[Tuple[str, int, str], dict] = {}
+    results: Dict[Tuple[int, str], dict] = {}
     for round_ in range(args.rounds):
-        for name, samples in data.items():
-            for stride, blend in args.protocols:
-                predict = tiled_prediction(args.window, stride, args.batch_size, blend)
-                tic = time.perf_counter()
-                # force_inputs: the demo's model saw synthetic images; real crops are scored all the same
-                evaluation = evaluate(predictor, samples, predict=predict, force_inputs=True)
-                seconds = time.perf_counter() - tic
-                key = (name, stride, blend)
-                best = results.setdefault(key, dict(seconds=[], metrics=evaluation.metrics))
-                best["seconds"].append(seconds)
-                assert best["metrics"] == evaluation.metrics  # deterministic: every round scores the same
-                print(f"round {round_ + 1}: {name}, stride {stride} {blend}: {seconds:.2f} s, F1 "
-                      f"{evaluation.metrics['f1']:.4f}, MCC {evaluation.metrics['mcc']:.4f}, load average "
-                      f"{os.getloadavg()[0]:.1f}", flush=True)
-    print("\n| data | stride | blend | windows | time (s), fastest round | time vs stride 64 | F1 | MCC |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, samples in data.items():
-        reference = min(results.get((name, 64, "uniform"), {}).get("seconds", [float("nan")]))
         for stride, blend in args.protocols:
-            r = results[(name, stride, blend)]
-            seconds = min(r["seconds"])
-            print(f"| {name} ({len(samples)}) | {stride} | {blend} | {windows(samples, args.window, stride)} | "
-                  f"{seconds:.2f} | {seconds / reference:.2f} | {r['metrics']['f1']:.4f} | "
-                  f"{r['metrics']['mcc']:.4f} |")
+            predict = tiled_prediction(args.window, stride, args.batch_size, blend)
+            tic = time.perf_counter()
+            # force_inputs: a model trained on other images (the demo's synthetic ones) is scored all the same
+            evaluation = evaluate(predictor, samples, predict=predict, force_inputs=True)
+            seconds = time.perf_counter() - tic
+            result = results.setdefault((stride, blend), dict(seconds=[], metrics=evaluation.metrics))
+            result["seconds"].append(seconds)
+            assert result["metrics"] == evaluation.metrics  # deterministic: every round scores the same
+            print(f"round {round_ + 1}: stride {stride} {blend}: {seconds:.2f} s, F1 {evaluation.metrics['f1']:.4f}, "
+                  f"MCC {evaluation.metrics['mcc']:.4f}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    reference = min(results.get((64, "uniform"), {}).get("seconds", [float("nan")]))
+    print("\n| stride | blend | windows | time (s), fastest round | time vs stride 64 | F1 | MCC |")
+    print("|---|---|---|---|---|---|---|")
+    for stride, blend in args.protocols:
+        r = results[(stride, blend)]
+        seconds = min(r["seconds"])
+        print(f"| {stride} | {blend} | {windows(samples, args.window, stride)} | {seconds:.2f} | "
+              f"{seconds / reference:.2f} | {r['metrics']['f1']:.4f} | {r['metrics']['mcc']:.4f} |")
     print(f"\nload average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 
