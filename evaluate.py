@@ -25,10 +25,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-from utilities.artifacts.model_io import load_predictor
+# before nn: inference uses the cores that are idle at start (a forward pass gives the same bits at any
+# thread count; nn/threads.py)
+os.environ.setdefault("MANTIS_THREAD_POLICY", "free")
+import nn  # noqa: E402,F401  (first: sets MXNet's OpenMP threads before MXNet loads)
+
+from utilities.artifacts.model_io import load_predictor  # noqa: E402
 from utilities.atomic import FileSet, atomic_files, writable_folder
 from utilities.cli import add_data_arguments, data_description, entry_point
 from utilities.errors import InputError

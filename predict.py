@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-import nn  # noqa: F401  (first: sets MXNet's OpenMP threads before MXNet loads)
+# before nn: inference uses the cores that are idle at start (a forward pass gives the same bits at any
+# thread count; nn/threads.py)
+os.environ.setdefault("MANTIS_THREAD_POLICY", "free")
+import nn  # noqa: E402,F401  (first: sets MXNet's OpenMP threads before MXNet loads)
 
 from utilities.artifacts.band_inputs import model_dates
 from utilities.atomic import writable_folder

@@ -3,9 +3,11 @@
     python benchmarks/profile_step.py                                   # fractalresnet_d6nf32, batch 1, 256x256
     OMP_NUM_THREADS=1 python benchmarks/profile_step.py --model ceecnetv1_d6nf32 --top 15
     python benchmarks/profile_step.py --model ceecnetv1_d6nf32 --depth 5 --size 128     # quicker, same widths
+    MANTIS_THREADS=2 python benchmarks/profile_step.py --model ceecnetv2_d6nf32 --forward  # inference only
 
 One warm-up step (graph build), then ``--steps`` profiled training steps (forward + backward of the
-multitask FT loss + Adam update, hybridized) under ``mx.profiler`` with ``aggregate_stats=True``. Prints
+multitask FT loss + Adam update, hybridized; with ``--forward`` the forward pass alone, as in inference)
+under ``mx.profiler`` with ``aggregate_stats=True``. Prints
 the operators sorted by total time with their share of the profiled operator time, per step, as a
 markdown table, plus the command, the date and the machine.
 """
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--forward", action="store_true", help="profile the forward pass (inference) only")
     parser.add_argument("--depth", type=int, help="encoder depths instead of the model's (sizes: multiples of "
                                                    "2 ** (depth + 2) with PSP depth 4)")
     args = parser.parse_args()
@@ -71,7 +74,10 @@ def main() -> None:
     trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": 1e-4})
 
     def step() -> None:
-        train_step(net, trainer, loss_fn, (x1, x2), (target, target, target))
+        if args.forward:
+            net(x1, x2)
+        else:
+            train_step(net, trainer, loss_fn, (x1, x2), (target, target, target))
         nd.waitall()
 
     step()
@@ -91,8 +97,9 @@ def main() -> None:
 
     print_header()
     depth = f" at depth {args.depth}" if args.depth else ""
+    what = "forward pass" if args.forward else "step"
     print(f"{args.model}{depth}, batch {args.batch}, two dates of {args.size}x{args.size}, hybridized; "
-          f"wall {wall:.2f} s per profiled step, operators {total / 1e3 / args.steps:.2f} s per step\n")
+          f"wall {wall:.2f} s per profiled {what}, operators {total / 1e3 / args.steps:.2f} s per {what}\n")
     print("| operator | s per step | share |")
     print("|---|---|---|")
     for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:args.top]:
