@@ -48,7 +48,13 @@ from utilities.artifacts.checkpoint import CheckpointRecord
 from utilities.errors import InputError
 from utilities.inference.metrics import change_metrics, confusion_counts
 from utilities.progress import progress, write
-from utilities.training.accumulate import GlobalBatch, GradientSum, batch_statistics_warning, plan_global_batch
+from utilities.training.accumulate import (
+    GlobalBatch,
+    GradientSum,
+    batch_statistics_warning,
+    check_resumed_batch,
+    plan_global_batch,
+)
 from utilities.training.config import Config, check_config, config_to_dict, load_config, save_config
 from utilities.training.distributed import World, allreduce_sum, init_world, run_rank
 from utilities.training.memory import return_freed_memory
@@ -182,8 +188,9 @@ def train(cfg: Config, args: argparse.Namespace, world: World) -> int:
                                                 patience=cfg.train.patience, milestones=cfg.train.milestones,
                                                 final_stage_epochs=cfg.train.final_stage_epochs)
     if latest is not None:
+        check_resumed_batch(plan, latest.metrics, args.config)
         restore_schedule(schedule, latest, checkpoints)
-    log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.configure_threads()} "
+    log(world, f"mantis train: {cfg.model.name}, {world.size} rank(s), {nn.threads.count} "
                f"thread(s) each, {plan.describe()}, run dir {run_dir}")
 
     # normalization: the training chips' per-band mean/std, saved with every checkpoint for inference

@@ -32,6 +32,8 @@ POLICIES = ("share", "free")
 SAMPLE_SECONDS = 0.2
 #: how the last :func:`configure_threads` chose, for the entry points' reports
 choice = ""
+#: the threads this process's MXNet runs (chosen when :mod:`nn` was first imported)
+count = 0
 
 
 def _cores() -> List[int]:
@@ -127,4 +129,4 @@ def configure_threads() -> int:
     return threads
 
 
-configure_threads()
+count = configure_threads()

@@ -174,3 +174,23 @@ def batch_statistics_warning(net: gluon.Block, plan: GlobalBatch) -> Optional[st
     return (f"warning: BatchNorm ({_count(found, 'layer')}) normalises each pass of at most "
             f"{_count(max(plan.passes), 'chip')} on its own: the update is not that of one batch of {plan.size} chips "
             "(it is with per-chip normalisation such as GroupNorm)")
+
+
+def check_resumed_batch(plan: GlobalBatch, metrics: Optional[dict], source: str) -> None:
+    """Refuse to resume with another global batch than the checkpoint's (its history row ``metrics``).
+
+    With ``train.global_batch`` unset the global batch is ``batch_size`` x ranks, so a run resumed on another
+    number of ranks would change the update without a change in its config, which :func:`resume_changes
+    <utilities.training.config.resume_changes>` compares.
+
+    Raises
+    ------
+    InputError
+        The global batches differ; the message names both and the setting that resumes the run as it was.
+    """
+    before = (metrics or {}).get("global_batch")
+    if before is None or before == plan.size:
+        return
+    raise InputError(f"config {source}: resuming with a global batch of {plan.size} ({plan.split}) instead of the "
+                     f"checkpoint's {before} ({metrics.get('batch_split', '?')}): set train.global_batch: {before} "
+                     "to resume it with the same updates")

@@ -20,6 +20,7 @@ from utilities.training.accumulate import (
     GlobalBatchSampler,
     GradientSum,
     batch_statistics_warning,
+    check_resumed_batch,
     plan_global_batch,
 )
 from utilities.training.config import TrainConfig, load_config
@@ -246,3 +247,20 @@ def test_d6nf32_fractal_resnet_one_update_of_two_chips_in_one_or_two_passes(tmp_
                     "fractalresnet_d6nf32", "--size", "256", "--global-batch", "2", "--updates", "1", timeout=1800)
     assert relative(result["float32/initial"], result["float32/2"]) > 1e-4
     assert relative(result["float32/1"], result["float32/2"]) < TOLERANCE["float32"]
+
+
+def test_resuming_on_another_number_of_ranks_without_a_global_batch_is_refused():
+    """global_batch unset: batch_size x ranks, so 2 ranks resuming a 1-rank run would double the update."""
+    train = TrainConfig(batch_size=4)
+    before = plan_global_batch(train, 1, "c.yaml")
+    metrics = {"global_batch": before.size, "batch_split": before.split}
+    check_resumed_batch(before, metrics, "c.yaml")  # the same ranks: resumed
+    check_resumed_batch(plan_global_batch(train, 2, "c.yaml"), None, "c.yaml")  # a record without metrics
+    check_resumed_batch(plan_global_batch(train, 2, "c.yaml"), {"epoch": 1}, "c.yaml")  # written before the key
+    with pytest.raises(InputError) as err:
+        check_resumed_batch(plan_global_batch(train, 2, "c.yaml"), metrics, "c.yaml")
+    assert str(err.value) == ("config c.yaml: resuming with a global batch of 8 (2 ranks x 1 pass x 4 chips) instead "
+                              "of the checkpoint's 4 (1 rank x 1 pass x 4 chips): set train.global_batch: 4 to resume "
+                              "it with the same updates")
+    fixed = TrainConfig(batch_size=4, global_batch=4)  # the fix the message names: 2 ranks x 1 pass x 2 chips
+    check_resumed_batch(plan_global_batch(fixed, 2, "c.yaml"), metrics, "c.yaml")
