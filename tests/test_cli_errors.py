@@ -236,9 +236,12 @@ def test_ctrl_c_prints_interrupted_exits_130_and_leaves_no_file(tmp_path, model)
     date1, date2, _ = write_geotiff_pair(tmp_path, 2048, 256, with_label=False)
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    # SIGINT's default disposition in the child: a test run started in the background by a shell inherits it
+    # ignored, and Python then installs no KeyboardInterrupt handler (the prediction would just finish)
     process = subprocess.Popen([sys.executable, "predict.py", "--model", str(model), "--date1", str(date1),
                                 "--date2", str(date2), "--out", str(out), "--window", "32", "--stride", "16"],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list(out.glob(".*.tmp*")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # until the outputs are open: prediction has started
