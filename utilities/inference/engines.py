@@ -20,9 +20,10 @@ ENGINES: Dict[str, Callable[[PathLike, int, int], Predictor]] = {
     "mxnet": lambda spec, window, batch: load_predictor(spec),
     "onnx": load_onnx_predictor,
 }
-#: measured on the project's 2-core CPU machines (BENCHMARKS.md, 2026-12-06): MXNet ran a D6nf32 FracTAL ResNet's
-#: windows 1.76x (1 thread) and 1.80x (2 threads) as fast as ONNX Runtime, the demo's tiny model 1.29x and 1.0x
-#: (mantis's fused CPU kernels have no ONNX counterpart); ONNX Runtime is for GPUs MXNet 1.9 cannot use
+#: measured on the project's 2-core CPU machines (BENCHMARKS.md, 2026-12-06, idle, two rounds): MXNet ran a D6nf32
+#: FracTAL ResNet's windows 1.38-1.77x (1 thread) and 1.45-1.61x (2 threads) as fast as ONNX Runtime, the demo's
+#: tiny model 1.05-1.12x (mantis's fused CPU kernels have no ONNX counterpart); ONNX Runtime is for GPUs MXNet 1.9
+#: cannot use
 DEFAULT_ENGINE = "mxnet"
 
 
