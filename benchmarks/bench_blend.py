@@ -39,11 +39,10 @@ from bench_models import print_header  # noqa: E402
 
 from utilities.artifacts.model_io import load_predictor  # noqa: E402
 from utilities.cli import add_data_arguments, data_description  # noqa: E402
-from utilities.data.datasets import Sample  # noqa: E402
 from utilities.inference.data_options import data_samples  # noqa: E402
 from utilities.inference.evaluation import evaluate  # noqa: E402
 from utilities.inference.tiled import tiled_prediction  # noqa: E402
-from utilities.raster.io import raster_info  # noqa: E402
+from utilities.raster.io import RasterInfo, raster_info  # noqa: E402
 from utilities.raster.tiling import BLENDS, Tiling  # noqa: E402
 
 DEFAULT_PROTOCOLS = ("64:uniform", "128:uniform", "128:taper", "256:uniform")
@@ -56,9 +55,8 @@ def parse_protocol(text: str) -> Tuple[int, str]:
     return int(stride), blend
 
 
-def windows(samples: List[Sample], window: int, stride: int) -> int:
-    """Windows predicted over all the samples."""
-    sizes = [raster_info(s.date1) for s in samples]
+def windows(sizes: List[RasterInfo], window: int, stride: int) -> int:
+    """Windows predicted over rasters of these sizes."""
     return sum(Tiling(i.height, i.width, window, stride).n_windows for i in sizes)
 
 
@@ -76,7 +74,8 @@ def main() -> None:
     samples = data_samples(args)
     name = data_description(args)
     print_header(f", model {args.model}, window {args.window}, batch {args.batch_size}, {args.rounds} round(s)")
-    pixels = sum(info.height * info.width for info in (raster_info(s.date1) for s in samples))
+    sizes = [raster_info(s.date1) for s in samples]  # read once: pixels here, windows in the table
+    pixels = sum(info.height * info.width for info in sizes)
     print(f"data: {name}, {len(samples)} pair(s), {pixels:,} pixels")
     predictor = load_predictor(args.model)
     results: Dict[Tuple[int, str], dict] = {}
@@ -98,7 +97,7 @@ def main() -> None:
     for stride, blend in args.protocols:
         r = results[(stride, blend)]
         seconds = min(r["seconds"])
-        print(f"| {stride} | {blend} | {windows(samples, args.window, stride)} | {seconds:.2f} | "
+        print(f"| {stride} | {blend} | {windows(sizes, args.window, stride)} | {seconds:.2f} | "
               f"{seconds / reference:.2f} | {r['metrics']['f1']:.4f} | {r['metrics']['mcc']:.4f} |")
     print(f"\nload average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
 

@@ -145,8 +145,9 @@ def report(model: str, one: Dict, two: Dict, top: int, gflop: float) -> None:
               f"{t1 / t2:.2f}x | {100 * t1 / leaf_one:.1f} % |")
     by_class: Dict[str, List[float]] = defaultdict(lambda: [0.0, 0.0])
     for kind in kinds:
-        by_class[kind.split(" ")[0] if kind != BETWEEN else BETWEEN][0] += one["layers"][kind]
-        by_class[kind.split(" ")[0] if kind != BETWEEN else BETWEEN][1] += two["layers"].get(kind, 0.0)
+        totals = by_class[BETWEEN if kind == BETWEEN else kind.split(" ")[0]]
+        totals[0] += one["layers"][kind]
+        totals[1] += two["layers"].get(kind, 0.0)
     print("\nby class: " + "; ".join(f"{name} {t1:.3f} s -> {t2:.3f} s ({t1 / t2:.2f}x)"
                                       for name, (t1, t2) in sorted(by_class.items(), key=lambda kv: -kv[1][0])))
 
